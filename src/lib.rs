@@ -1,0 +1,24 @@
+//! rsing: a rootless container runner for HPC clusters.
+//!
+//! Layers (dependencies point down only; `tests/architecture.rs` checks this):
+//!
+//! ```text
+//! main → cli → commands → { image, runtime } → { sif, squashfs, fuse } → util
+//! ```
+//!
+//! * `cli`: argument parsing, error printing, exit codes.
+//! * `commands`: one module per subcommand; maps image facts to runtime input.
+//! * `image`: finds out what an image path is (SIF, SquashFS, directory) and reads its metadata.
+//! * `runtime`: namespaces, mounts, the supervisor/payload process pair.
+//! * `fuse`: serves a SquashFS archive to the kernel (adapter over `squashfs`).
+//! * `sif`, `squashfs`: the on-disk formats, no I/O policy.
+//! * `util`: small leaf helpers.
+
+pub mod cli;
+pub mod commands;
+pub mod fuse;
+pub mod image;
+pub mod runtime;
+pub mod sif;
+pub mod squashfs;
+pub mod util;

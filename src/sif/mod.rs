@@ -1,0 +1,1 @@
+//! sif (being written)

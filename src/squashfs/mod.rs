@@ -1,0 +1,1 @@
+//! squashfs (being written)
