@@ -188,6 +188,15 @@ impl Inode {
     pub fn st_mode(&self) -> u32 {
         self.kind.mode_bits() | u32::from(self.mode)
     }
+    /// Major device number of a block/char device (Linux `new_decode_dev`
+    /// layout, which is how SquashFS stores `rdev`).
+    pub fn rdev_major(&self) -> u32 {
+        (self.rdev & 0xfff00) >> 8
+    }
+    /// Minor device number of a block/char device.
+    pub fn rdev_minor(&self) -> u32 {
+        (self.rdev & 0xff) | ((self.rdev >> 12) & 0xfff00)
+    }
     /// Whether the inode has extended attributes.
     pub fn has_xattrs(&self) -> bool {
         self.xattr != format::NO_XATTR

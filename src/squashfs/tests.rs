@@ -185,7 +185,7 @@ fn mksquashfs(src: &Path, img: &Path, args: &[&str]) {
 }
 
 fn tar2sqfs(src: &Path, img: &Path, comp: &str) {
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .args([
             "--xattrs",
             "--xattrs-include=*",
@@ -202,10 +202,11 @@ fn tar2sqfs(src: &Path, img: &Path, comp: &str) {
     let st = Command::new("tar2sqfs")
         .args(["-q", "-f", "-c", comp])
         .arg(img)
-        .stdin(tar.stdout.unwrap())
+        .stdin(tar.stdout.take().unwrap())
         .stdout(Stdio::null())
         .status()
         .expect("run tar2sqfs");
+    assert!(tar.wait().unwrap().success(), "tar failed");
     assert!(st.success(), "tar2sqfs failed");
 }
 
@@ -438,6 +439,12 @@ fn mksquashfs_roundtrip(args: &[&str], expect_comp: Compressor) {
     let img = out.0.join("test.sqfs");
     mksquashfs(&tree.root, &img, args);
     let ar = Archive::open_path(&img, 0).unwrap();
+    // Opening touches only the id table and the root inode's block.
+    assert!(
+        ar.meta_cache.len() <= 2,
+        "open read {} metadata blocks",
+        ar.meta_cache.len()
+    );
     assert_eq!(ar.superblock().compressor, expect_comp);
     assert_eq!(ar.superblock().block_size as usize, BS);
     check_archive(
@@ -749,4 +756,79 @@ fn open_at_offset_and_concurrent_reads() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+#[test]
+fn devices_sockets_and_fifos_from_pseudo_definitions() {
+    if !have_tool("mksquashfs") {
+        return;
+    }
+    let src = TempDir::new("pseudo-src");
+    std::fs::write(src.0.join("f"), b"hi").unwrap();
+    let out = TempDir::new("img");
+    let img = out.0.join("test.sqfs");
+    mksquashfs(
+        &src.0,
+        &img,
+        &[
+            "-p",
+            "chr c 644 0 0 1 3",
+            "-p",
+            "blk b 600 0 0 8 1",
+            "-p",
+            "sock i 755 0 0 s",
+            "-p",
+            "pipe i 700 0 0 f",
+            "-p",
+            "minor c 640 12 34 4 300",
+        ],
+    );
+    let ar = Archive::open_path(&img, 0).unwrap();
+    let get = |p: &[u8]| ar.resolve(p).unwrap().unwrap();
+    let chr = get(b"/chr");
+    assert_eq!(chr.kind, FileKind::CharDevice);
+    assert_eq!(
+        (chr.rdev_major(), chr.rdev_minor(), chr.rdev),
+        (1, 3, 0x103)
+    );
+    assert_eq!(chr.mode, 0o644);
+    assert_eq!(chr.st_mode(), libc::S_IFCHR | 0o644);
+    let blk = get(b"/blk");
+    assert_eq!(blk.kind, FileKind::BlockDevice);
+    assert_eq!((blk.rdev_major(), blk.rdev_minor()), (8, 1));
+    assert_eq!(blk.mode, 0o600);
+    let m = get(b"/minor");
+    assert_eq!((m.rdev_major(), m.rdev_minor()), (4, 300));
+    assert_eq!((m.uid, m.gid), (12, 34));
+    let sock = get(b"/sock");
+    assert_eq!(sock.kind, FileKind::Socket);
+    assert_eq!(sock.mode, 0o755);
+    let pipe = get(b"/pipe");
+    assert_eq!(pipe.kind, FileKind::Fifo);
+    assert_eq!(pipe.mode, 0o700);
+    for i in [&chr, &blk, &sock, &pipe] {
+        assert_eq!(i.size, 0);
+        assert_eq!(i.nlink, 1);
+        assert!(matches!(
+            ar.read_at(i, 0, &mut [0u8; 4]),
+            Err(Error::NotAFile)
+        ));
+    }
+    let kinds: Vec<(Vec<u8>, FileKind)> = ar
+        .read_dir(&ar.root().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (b"blk".to_vec(), FileKind::BlockDevice),
+            (b"chr".to_vec(), FileKind::CharDevice),
+            (b"f".to_vec(), FileKind::File),
+            (b"minor".to_vec(), FileKind::CharDevice),
+            (b"pipe".to_vec(), FileKind::Fifo),
+            (b"sock".to_vec(), FileKind::Socket),
+        ]
+    );
 }
