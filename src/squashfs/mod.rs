@@ -258,7 +258,8 @@ pub struct Archive {
 }
 
 const META_CACHE_BYTES: usize = 16 << 20;
-const INODE_CACHE_ENTRIES: usize = 16384;
+/// Inodes are weighed at ~128 bytes plus their symlink target.
+const INODE_CACHE_BYTES: usize = 4 << 20;
 const BLOCK_LIST_CACHE_BYTES: usize = 16 << 20;
 const DATA_CACHE_BYTES: usize = 48 << 20;
 
@@ -321,7 +322,7 @@ impl Archive {
             xattr: None,
             table_starts,
             meta_cache: Lru::new(META_CACHE_BYTES),
-            inode_cache: Lru::new(INODE_CACHE_ENTRIES),
+            inode_cache: Lru::new(INODE_CACHE_BYTES),
             block_list_cache: Lru::new(BLOCK_LIST_CACHE_BYTES),
             data_cache: Lru::new(DATA_CACHE_BYTES),
         };
@@ -402,7 +403,12 @@ impl Archive {
             return Ok(i);
         }
         let inode = self.parse_inode(r)?;
-        self.inode_cache.insert(r, inode.clone(), 1);
+        let weight = 128
+            + match &inode.data {
+                InodeData::Symlink { target } => target.len(),
+                _ => 0,
+            };
+        self.inode_cache.insert(r, inode.clone(), weight);
         Ok(inode)
     }
 
