@@ -1,0 +1,225 @@
+//! Regular file contents: data blocks, sparse holes and tail-end fragments.
+
+use super::format::{corrupt, DATA_SIZE_MASK, DATA_UNCOMPRESSED};
+use super::metadata::MetaReader;
+use super::{Archive, BlockList, Error, Inode, InodeData, Result};
+use std::sync::Arc;
+
+/// A position checkpoint is stored every this many blocks.
+const CHECKPOINT: usize = 64;
+
+impl Archive {
+    /// The (cached) block list of a file inode.
+    fn block_list(
+        &self,
+        inode: &Inode,
+        list_pos: (u64, usize),
+        blocks_start: u64,
+        count: u64,
+    ) -> Result<Arc<BlockList>> {
+        if let Some(l) = self.block_list_cache.get(&inode.inode_ref) {
+            return Ok(l);
+        }
+        let count = usize::try_from(count).map_err(|_| corrupt("block count overflow".into()))?;
+        let mut m = MetaReader::new(self, list_pos.0, list_pos.1, self.sb.directory_table_start)?;
+        let mut sizes = Vec::with_capacity(count);
+        let mut checkpoints = Vec::with_capacity(count.div_ceil(CHECKPOINT));
+        let mut pos = blocks_start;
+        for i in 0..count {
+            if i % CHECKPOINT == 0 {
+                checkpoints.push(pos);
+            }
+            let s = m.u32()?;
+            let csize = s & DATA_SIZE_MASK;
+            if s & !(DATA_SIZE_MASK | DATA_UNCOMPRESSED) != 0 || csize > self.sb.block_size {
+                return Err(corrupt(format!(
+                    "file inode {} block {i} has invalid size field {s:#x}",
+                    inode.number
+                )));
+            }
+            pos += u64::from(csize);
+            if pos > self.sb.bytes_used {
+                return Err(corrupt(format!(
+                    "file inode {} data blocks extend past end of archive",
+                    inode.number
+                )));
+            }
+            sizes.push(s);
+        }
+        let list = Arc::new(BlockList { sizes, checkpoints });
+        let weight = list.sizes.len() * 4 + list.checkpoints.len() * 8 + 64;
+        self.block_list_cache
+            .insert(inode.inode_ref, list.clone(), weight);
+        Ok(list)
+    }
+
+    /// Decompressed contents of the block at `pos` with size field `size`
+    /// (compressed; cached).
+    fn cached_block(&self, pos: u64, size: u32, what: &dyn Fn() -> String) -> Result<Arc<Vec<u8>>> {
+        if let Some(b) = self.data_cache.get(&pos) {
+            return Ok(b);
+        }
+        let csize = (size & DATA_SIZE_MASK) as usize;
+        let mut raw = vec![0u8; csize];
+        self.read_exact_at(pos, &mut raw)?;
+        let data = if size & DATA_UNCOMPRESSED != 0 {
+            raw
+        } else {
+            self.sb
+                .compressor
+                .decompress(&raw, self.sb.block_size as usize, what)?
+        };
+        let data = Arc::new(data);
+        self.data_cache.insert(pos, data.clone(), data.len() + 64);
+        Ok(data)
+    }
+
+    /// The decompressed fragment block with index `idx`.
+    fn fragment_block(&self, idx: u32) -> Result<Arc<Vec<u8>>> {
+        if idx >= self.sb.fragment_count {
+            return Err(corrupt(format!("fragment index {idx} out of range")));
+        }
+        let i = idx as usize;
+        let ptr = *self
+            .fragment_index
+            .get(i / 512)
+            .ok_or_else(|| corrupt(format!("fragment index {idx} out of range")))?;
+        let mut m = MetaReader::new(self, ptr, (i % 512) * 16, self.sb.fragment_table_start)?;
+        let start = m.u64()?;
+        let size = m.u32()?;
+        let csize = size & DATA_SIZE_MASK;
+        if size & !(DATA_SIZE_MASK | DATA_UNCOMPRESSED) != 0
+            || csize == 0
+            || csize > self.sb.block_size
+        {
+            return Err(corrupt(format!(
+                "fragment {idx} has invalid size field {size:#x}"
+            )));
+        }
+        if start > self.sb.bytes_used || self.sb.bytes_used - start < u64::from(csize) {
+            return Err(corrupt(format!(
+                "fragment {idx} at {start} extends past end of archive"
+            )));
+        }
+        self.cached_block(start, size, &|| format!("fragment block {idx} at {start}"))
+    }
+
+    /// Reads file contents like `pread`: returns the number of bytes read,
+    /// 0 at or past end of file.
+    pub fn read_at(&self, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let InodeData::File {
+            blocks_start,
+            fragment,
+            frag_offset,
+            block_count,
+            list_pos,
+            ..
+        } = inode.data
+        else {
+            return Err(Error::NotAFile);
+        };
+        if offset >= inode.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (inode.size - offset).min(buf.len() as u64) as usize;
+        let bs = u64::from(self.sb.block_size);
+        let list = if block_count > 0 && offset < block_count * bs {
+            Some(self.block_list(inode, list_pos, blocks_start, block_count)?)
+        } else {
+            None
+        };
+        let mut done = 0usize;
+        while done < want {
+            let pos = offset + done as u64;
+            let bi = pos / bs;
+            let within = (pos % bs) as usize;
+            let out = &mut buf[done..want];
+            let n;
+            if bi < block_count {
+                let list = list
+                    .as_ref()
+                    .expect("block list loaded when reading blocks");
+                let bi = bi as usize;
+                let expected = (inode.size - bi as u64 * bs).min(bs) as usize;
+                n = (expected - within).min(out.len());
+                let size = list.sizes[bi];
+                if size == 0 {
+                    out[..n].fill(0);
+                } else {
+                    let cp = bi / CHECKPOINT;
+                    let bpos = list.checkpoints[cp]
+                        + list.sizes[cp * CHECKPOINT..bi]
+                            .iter()
+                            .map(|&s| u64::from(s & DATA_SIZE_MASK))
+                            .sum::<u64>();
+                    let csize = (size & DATA_SIZE_MASK) as usize;
+                    if size & DATA_UNCOMPRESSED != 0 && csize == expected {
+                        // Stored block: read straight into the caller's buffer.
+                        self.read_exact_at(bpos + within as u64, &mut out[..n])?;
+                    } else {
+                        let number = inode.number;
+                        let data = self.cached_block(bpos, size, &|| {
+                            format!("data block {bi} of inode {number} at {bpos}")
+                        })?;
+                        if data.len() < within + n {
+                            return Err(corrupt(format!(
+                                "data block {bi} of inode {} at {bpos} is {} bytes, expected {expected}",
+                                inode.number,
+                                data.len()
+                            )));
+                        }
+                        out[..n].copy_from_slice(&data[within..within + n]);
+                    }
+                }
+            } else {
+                // Tail end in a fragment.
+                if fragment == super::format::NO_FRAGMENT {
+                    return Err(corrupt(format!(
+                        "file inode {} has no data for offset {pos}",
+                        inode.number
+                    )));
+                }
+                let frag = self.fragment_block(fragment)?;
+                let tail_pos = (pos - block_count * bs) as usize;
+                let start = frag_offset as usize + tail_pos;
+                let tail_len = (inode.size - block_count * bs) as usize;
+                n = (tail_len - tail_pos).min(out.len());
+                if start + n > frag.len() {
+                    return Err(corrupt(format!(
+                        "file inode {}: tail extends past fragment {fragment} ({} bytes)",
+                        inode.number,
+                        frag.len()
+                    )));
+                }
+                out[..n].copy_from_slice(&frag[start..start + n]);
+            }
+            if n == 0 {
+                return Err(corrupt(format!(
+                    "file inode {}: no progress reading at {pos}",
+                    inode.number
+                )));
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Reads the whole file into memory (convenience for small files).
+    pub fn read_file(&self, inode: &Inode) -> Result<Vec<u8>> {
+        if !inode.is_file() {
+            return Err(Error::NotAFile);
+        }
+        let len = usize::try_from(inode.size).map_err(|_| corrupt("file too large".into()))?;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = self.read_at(inode, done as u64, &mut buf[done..])?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+}
