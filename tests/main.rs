@@ -1,1 +1,28 @@
-fn main(){}
+//! rsing's integration tests: one test binary (Cargo.toml, `autotests = false`). They drive the
+//! built rsing (`RSING_BIN`, else Cargo's) as an unprivileged user against images that
+//! `fixtures` builds from busybox-static. `sudo ./run-tests` sets up a machine and runs them.
+
+/// The path of a fixture image, or return from the test when it cannot be built here (a
+/// visible skip; under CI=true a missing prerequisite panics instead).
+macro_rules! image {
+    ($fixture:expr) => {
+        match $crate::fixtures::get($fixture) {
+            Some(path) => path,
+            None => return,
+        }
+    };
+}
+
+mod fixtures;
+mod util;
+
+mod binds; // bind mounts: -B, RSING_BIND, --home, --no-home, --pwd, default binds
+mod config; // the site config file: bind path, deny bind path, mount home/tmp
+mod contain; // --contain, --containall, --writable-tmpfs
+mod env; // environment composition and precedence
+mod errors; // bad input: exit 255 and one `rsing: error:` line naming the thing
+mod exec; // CLI basics, exit status, stdio, run, shell
+mod identity; // ids, passwd/group, no_new_privs, --fakeroot
+mod images; // each image format runs the same commands
+mod signals; // signal forwarding, 128+N, nothing left behind
+mod squashfs_tree; // the tree served by rsing equals what unsquashfs reads
