@@ -3,7 +3,7 @@
 //! Layers (dependencies point down only; `tests/architecture.rs` checks this):
 //!
 //! ```text
-//! main → cli → commands → { image, runtime } → { sif, squashfs, fuse } → util
+//! main → cli → commands → { image, runtime } → { sif, squashfs, fuse }
 //! ```
 //!
 //! * `cli`: argument parsing, error printing, exit codes.
@@ -12,7 +12,6 @@
 //! * `runtime`: namespaces, mounts, the supervisor/payload process pair.
 //! * `fuse`: serves a SquashFS archive to the kernel (adapter over `squashfs`).
 //! * `sif`, `squashfs`: the on-disk formats, no I/O policy.
-//! * `util`: small leaf helpers.
 
 pub mod cli;
 pub mod commands;
@@ -21,4 +20,4 @@ pub mod image;
 pub mod runtime;
 pub mod sif;
 pub mod squashfs;
-pub mod util;
+pub mod tree;

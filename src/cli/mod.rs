@@ -1,4 +1,143 @@
-//! Command-line entry point (being written).
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! Command-line parsing, logging set-up, and the one place that prints errors and picks the
+//! exit status: the command's own status passes through; rsing's failures are one line
+//! `rsing: error: ...` and status 255 (2 for a command line clap rejects).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::exec::{self, Action, RuntimeArgs};
+use crate::commands::Global;
+use crate::runtime;
+
+/// Exit status for rsing's own failures (Apptainer's convention).
+const FAILURE: u8 = 255;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rsing",
+    version,
+    about = "Rootless containers for HPC: run SIF and SquashFS images as yourself",
+    propagate_version = true
+)]
+struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Site configuration file (default /etc/rsing/rsing.conf)
+    #[arg(long, global = true, env = "RSING_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command inside an image
+    Exec {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        /// SIF file, SquashFS file or directory
+        image: String,
+        /// Command and its arguments
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Run the image's runscript (or OCI entrypoint/cmd) with arguments
+    Run {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        /// SIF file, SquashFS file or directory
+        image: String,
+        /// Arguments for the runscript
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start an interactive shell inside an image
+    Shell {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        /// Shell to run (default /bin/bash if present, else /bin/sh)
+        #[arg(short, long, value_name = "PATH")]
+        shell: Option<String>,
+        /// SIF file, SquashFS file or directory
+        image: String,
+    },
+}
+
+/// Parses the command line, runs the command, and turns the outcome into an exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("rsing: error: {first} (see 'rsing --help')");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let global = Global {
+        quiet: cli.quiet,
+        config: cli.config.clone(),
+    };
+    let result = match cli.command {
+        Command::Exec {
+            runtime,
+            image,
+            command,
+        } => exec::run(&global, &runtime, &image, Action::Exec(command)),
+        Command::Run {
+            runtime,
+            image,
+            args,
+        } => exec::run(&global, &runtime, &image, Action::Run(args)),
+        Command::Shell {
+            runtime,
+            shell,
+            image,
+        } => exec::run(&global, &runtime, &image, Action::Shell(shell)),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(err) => {
+            let code = match err.downcast_ref::<runtime::Error>() {
+                Some(runtime::Error::Payload { code, .. }) => (*code).clamp(1, 255) as u8,
+                _ => FAILURE,
+            };
+            tracing::debug!("error chain: {err:?}");
+            let line = format!("{err:#}").replace('\n', " ");
+            let _ = writeln!(std::io::stderr(), "rsing: error: {line}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RSING_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("rsing={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
 }

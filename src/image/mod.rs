@@ -1,1 +1,144 @@
-//! image (being written)
+//! What an image path is, and the metadata rsing needs from it before running it.
+//!
+//! An image is a SIF file (its primary system partition holds the SquashFS root), a plain
+//! SquashFS file, or a directory (a sandbox). Detection reads the first bytes, never the name.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::sif::{self, Arch, DataType, FsType, SifFile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("image {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image {path} is not a SIF file, a SquashFS file or a directory")]
+    UnknownFormat { path: PathBuf },
+    #[error("image {path}: {source}")]
+    Sif {
+        path: PathBuf,
+        #[source]
+        source: sif::Error,
+    },
+    #[error("image {path}: its architecture ({image}) cannot run on this host ({host})")]
+    WrongArch {
+        path: PathBuf,
+        image: String,
+        host: String,
+    },
+    #[error("image {path}: the root partition is {fs}, only SquashFS is supported")]
+    UnsupportedFs { path: PathBuf, fs: String },
+}
+
+/// Where the root filesystem of an image is.
+#[derive(Debug)]
+pub enum Root {
+    /// A SquashFS archive at `offset` in `file` (0 for a plain SquashFS file).
+    Squashfs {
+        file: File,
+        offset: u64,
+    },
+    Directory(PathBuf),
+}
+
+/// The parts of an OCI image config rsing uses (stored in a SIF as `oci-config.json`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OciConfig {
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+}
+
+/// An image ready to be run.
+#[derive(Debug)]
+pub struct OpenedImage {
+    /// Absolute path of the image.
+    pub path: PathBuf,
+    /// Its file name, as `RSING_NAME` and the shell prompt show it.
+    pub name: String,
+    pub root: Root,
+    pub oci_config: Option<OciConfig>,
+}
+
+const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
+
+/// Opens `path` and finds its root filesystem.
+pub fn open(path: &Path) -> Result<OpenedImage, Error> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let abs = std::path::absolute(path).map_err(io)?;
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| abs.to_string_lossy().into_owned());
+    let meta = std::fs::metadata(&abs).map_err(io)?;
+    if meta.is_dir() {
+        return Ok(OpenedImage {
+            path: abs.clone(),
+            name,
+            root: Root::Directory(abs),
+            oci_config: None,
+        });
+    }
+    let mut file = File::open(&abs).map_err(io)?;
+    let mut head = Vec::with_capacity(2048);
+    (&mut file).take(2048).read_to_end(&mut head).map_err(io)?;
+    if head.starts_with(SQUASHFS_MAGIC) {
+        return Ok(OpenedImage {
+            path: abs,
+            name,
+            root: Root::Squashfs { file, offset: 0 },
+            oci_config: None,
+        });
+    }
+    if !sif::is_sif(&head) {
+        return Err(Error::UnknownFormat { path: abs });
+    }
+    let sif_err = |source| Error::Sif {
+        path: abs.clone(),
+        source,
+    };
+    let sif = SifFile::read(&file).map_err(sif_err)?;
+    let part = sif.primary_partition().map_err(sif_err)?;
+    if let Some(info) = &part.partition {
+        if info.fs_type != FsType::Squashfs {
+            return Err(Error::UnsupportedFs {
+                path: abs,
+                fs: info.fs_type.to_string(),
+            });
+        }
+        if !info.arch.is_unknown() && info.arch != Arch::host() {
+            return Err(Error::WrongArch {
+                path: abs,
+                image: info.arch.go_name().to_string(),
+                host: Arch::host().go_name().to_string(),
+            });
+        }
+    }
+    let offset = part.offset;
+    let oci_config = sif
+        .find(DataType::GenericJson, "oci-config.json")
+        .and_then(|d| sif.read_object(&file, d).ok())
+        .and_then(|bytes| serde_json::from_slice::<OciConfig>(&bytes).ok());
+    Ok(OpenedImage {
+        path: abs,
+        name,
+        root: Root::Squashfs { file, offset },
+        oci_config,
+    })
+}

@@ -1,1 +1,193 @@
-//! runtime (being written)
+//! Launching a container: namespaces, mounts, and the supervisor/payload process pair.
+//!
+//! ```text
+//! rsing (P0)                              payload (P1)
+//!   plan (pure, errors name host paths)
+//!   unshare user+mount[+pid], id maps
+//!   tmpfs at BASE: image/ stubs/ files/ ...
+//!   mount FUSE on BASE/image
+//!   fork ──────────────────────────────▶  nested mount ns, pivot_root(BASE)
+//!   serve FUSE on worker threads           overlay stubs+image → /newroot, apply mounts
+//!   read report pipe until exec            second pivot, chdir, NO_NEW_PRIVS, execve
+//!   relay signals, reap, exit with the command's status
+//! ```
+//! The runtime knows nothing about registries or SIF: `commands` hands it a [`Container`].
+
+pub mod binds;
+pub mod environ;
+pub mod host;
+pub mod identity;
+pub mod mounts;
+mod payload;
+pub mod plan;
+mod process;
+mod userns;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::mount::{mount, MsFlags};
+use nix::unistd::{fork, ForkResult};
+
+use crate::squashfs::Archive;
+
+/// Where rsing's private tmpfs is mounted in its own mount namespace before the first pivot.
+/// It is /tmp, as in bubblewrap: always present, and after pivot_root the host's own /tmp is
+/// again visible under /oldroot/tmp for binding.
+pub const BASE: &str = "/tmp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Host {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Image(String),
+    #[error("{0}")]
+    Setup(String),
+    /// The payload failed after the fork; `code` is the exit status rsing should end with.
+    #[error("{message}")]
+    Payload { code: i32, message: String },
+}
+
+/// The image's root filesystem.
+pub enum RootSource {
+    /// Served by rsing's FUSE server from a SquashFS archive (a SIF partition or a plain file).
+    Squashfs { archive: Arc<Archive> },
+    /// A sandbox directory on the host.
+    Directory(PathBuf),
+}
+
+/// Everything needed to start one container.
+pub struct Container {
+    pub root: RootSource,
+    /// Shown as the FUSE mount's source (e.g. the image path).
+    pub fsname: String,
+    pub plan: plan::Plan,
+    pub launch: environ::Launch,
+    pub pid_ns: bool,
+    pub writable_tmpfs: bool,
+    /// `--pwd` was given: failing to enter it is an error, not a warning.
+    pub cwd_required: bool,
+}
+
+/// Runs the container to completion and returns the exit status rsing should end with.
+pub fn run(container: Container) -> Result<i32, Error> {
+    let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Setup(format!("cannot create a pipe: {e}")))?;
+    process::block_supervised().map_err(|e| Error::Setup(format!("cannot block signals: {e}")))?;
+    userns::enter(
+        container.plan.uid_inside,
+        container.plan.gid_inside,
+        container.pid_ns,
+    )?;
+    // Opened inside the user namespace: the kernel refuses a FUSE mount whose /dev/fuse file
+    // was opened under another user namespace.
+    let dev_fuse = match container.root {
+        RootSource::Squashfs { .. } => Some(open_dev_fuse()?),
+        RootSource::Directory(_) => None,
+    };
+    prepare_base(&container)?;
+    if let (Some(fd), RootSource::Squashfs { .. }) = (&dev_fuse, &container.root) {
+        crate::fuse::mount(
+            fd,
+            Path::new(&format!("{BASE}/image")),
+            &container.fsname,
+            container.plan.uid_inside,
+            container.plan.gid_inside,
+        )
+        .map_err(|e| Error::Setup(format!("cannot mount the image with FUSE: {e}")))?;
+    }
+    // SAFETY: no other thread exists yet (the FUSE workers start after the fork).
+    let supervisor = nix::unistd::getpid();
+    match unsafe { fork() } {
+        Err(e) => Err(Error::Setup(format!("cannot fork: {e}"))),
+        Ok(ForkResult::Child) => {
+            drop(report_read);
+            payload::run(
+                &container,
+                supervisor,
+                dev_fuse,
+                process::Reporter(report_write),
+            )
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(report_write);
+            // SAFETY: prctl with integer arguments.
+            unsafe {
+                libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+            }
+            if let (Some(fd), RootSource::Squashfs { archive }) = (dev_fuse, &container.root) {
+                crate::fuse::serve(archive.clone(), fd)
+                    .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
+            }
+            let failure = process::read_report(report_read.as_raw_fd());
+            std::mem::forget(report_read);
+            let code = process::supervise(child);
+            match failure {
+                Some((code, message)) => Err(Error::Payload { code, message }),
+                None => Ok(code),
+            }
+        }
+    }
+}
+
+fn open_dev_fuse() -> Result<OwnedFd, Error> {
+    let fd = nix::fcntl::open(
+        "/dev/fuse",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| {
+        Error::Setup(format!(
+            "cannot open /dev/fuse: {e} (the fuse module must be loaded and /dev/fuse mode 0666)"
+        ))
+    })?;
+    Ok(fd)
+}
+
+/// Makes the mount tree private to us, mounts rsing's tmpfs at [`BASE`] and fills it: the
+/// mount-point stubs, the generated files and the directories the payload mounts onto.
+fn prepare_base(c: &Container) -> Result<(), Error> {
+    let setup = |what: &str, e: &dyn std::fmt::Display| Error::Setup(format!("{what}: {e}"));
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| setup("cannot make the mount tree private", &e))?;
+    mounts::tmpfs(Path::new(BASE), 0o755).map_err(|e| setup("rsing's tmpfs", &e))?;
+    for dir in [
+        "image", "newroot", "oldroot", "stubs", "files", "rw/upper", "rw/work",
+    ] {
+        std::fs::create_dir_all(format!("{BASE}/{dir}"))
+            .map_err(|e| setup(&format!("cannot create {BASE}/{dir}"), &e))?;
+    }
+    for (name, content) in &c.plan.files {
+        std::fs::write(format!("{BASE}/files/{name}"), content)
+            .map_err(|e| setup(&format!("cannot write {name}"), &e))?;
+    }
+    for stub in &c.plan.stubs {
+        let mut p = format!("{BASE}/stubs").into_bytes();
+        p.extend_from_slice(&stub.path);
+        let p = PathBuf::from(std::ffi::OsString::from(
+            String::from_utf8_lossy(&p).into_owned(),
+        ));
+        let made = if stub.dir {
+            std::fs::create_dir_all(&p)
+        } else {
+            p.parent()
+                .map(std::fs::create_dir_all)
+                .unwrap_or(Ok(()))
+                .and_then(|_| std::fs::write(&p, b""))
+        };
+        made.map_err(|e| setup(&format!("cannot create mount point {}", p.display()), &e))?;
+    }
+    Ok(())
+}

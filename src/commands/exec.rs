@@ -1,0 +1,295 @@
+//! `rsing exec`, `run` and `shell`: one launch path, three ways to pick the command.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use super::siteconf::{self, SiteConfig};
+use super::Global;
+use crate::image::{self, OpenedImage, Root};
+use crate::runtime::environ::{self, EnvLayers};
+use crate::runtime::host::HostFacts;
+use crate::runtime::{self, binds, plan, Container, RootSource};
+use crate::squashfs::Archive;
+use crate::tree::{self, DirTree, NodeKind, Tree};
+
+/// Flags shared by `exec`, `run` and `shell` (Apptainer's action flags).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RuntimeArgs {
+    /// Bind a host path: SRC[:DST[:ro|rw]]; repeatable, comma lists allowed (also RSING_BIND)
+    #[arg(short = 'B', long = "bind", value_name = "SPEC")]
+    pub bind: Vec<String>,
+    /// Home directory to use: SRC[:DST] (default: your $HOME at the same path)
+    #[arg(long = "home", value_name = "SRC[:DST]")]
+    pub home: Option<String>,
+    /// Do not mount the home directory
+    #[arg(long)]
+    pub no_home: bool,
+    /// Fresh tmpfs home and /tmp, minimal /dev, no site binds
+    #[arg(short = 'c', long)]
+    pub contain: bool,
+    /// --contain plus --cleanenv plus an own PID namespace
+    #[arg(short = 'C', long)]
+    pub containall: bool,
+    /// Working directory inside the container
+    #[arg(long, visible_alias = "cwd", value_name = "DIR")]
+    pub pwd: Option<String>,
+    /// Writable tmpfs overlay over the image, discarded at exit
+    #[arg(long)]
+    pub writable_tmpfs: bool,
+    /// Do not pass the host environment (TERM and proxy variables excepted)
+    #[arg(short = 'e', long)]
+    pub cleanenv: bool,
+    /// Set a variable inside: K=V (repeatable; also RSINGENV_K=V on the host)
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Read K=V lines from a file (repeatable)
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Appear as root (uid 0) inside the container
+    #[arg(long)]
+    pub fakeroot: bool,
+}
+
+/// What to start in the container.
+pub enum Action {
+    Exec(Vec<String>),
+    Run(Vec<String>),
+    Shell(Option<String>),
+}
+
+/// Runs `action` in `image_arg` and returns the exit status for rsing.
+pub fn run(
+    global: &Global,
+    args: &RuntimeArgs,
+    image_arg: &str,
+    action: Action,
+) -> anyhow::Result<i32> {
+    let site = siteconf::load(global.config.as_deref())?;
+    let host = HostFacts::gather().context("cannot read the calling process's state")?;
+    let opened = image::open(Path::new(image_arg))?;
+    let (root, tree): (RootSource, Box<dyn TreeRef>) = match &opened.root {
+        Root::Squashfs { file, offset } => {
+            let file = file
+                .try_clone()
+                .context("cannot duplicate the image file handle")?;
+            let archive = Arc::new(
+                Archive::open(file, *offset)
+                    .with_context(|| format!("image {}", opened.path.display()))?,
+            );
+            (
+                RootSource::Squashfs {
+                    archive: archive.clone(),
+                },
+                Box::new(archive),
+            )
+        }
+        Root::Directory(dir) => (
+            RootSource::Directory(dir.clone()),
+            Box::new(Arc::new(DirTree::new(dir))),
+        ),
+    };
+    let tree = tree.tree();
+    let options = options(args, &site, &host)?;
+    let plan = plan::build(&options, &host, tree)?;
+    let env = env_layers(args, &options, &host, &opened, tree, &plan, &action)?;
+    let argv = command_line(action, &opened, tree)?;
+    let container = Container {
+        root,
+        fsname: opened.path.to_string_lossy().into_owned(),
+        launch: env.launch(argv),
+        pid_ns: options.pid_ns,
+        writable_tmpfs: options.writable_tmpfs,
+        cwd_required: options.pwd.is_some(),
+        plan,
+    };
+    Ok(runtime::run(container)?)
+}
+
+/// A tree behind whatever owns it (an `Arc<Archive>` or an `Arc<DirTree>`).
+trait TreeRef {
+    fn tree(&self) -> &dyn Tree;
+}
+impl<T: Tree + 'static> TreeRef for Arc<T> {
+    fn tree(&self) -> &dyn Tree {
+        self.as_ref()
+    }
+}
+
+fn options(
+    args: &RuntimeArgs,
+    site: &SiteConfig,
+    host: &HostFacts,
+) -> anyhow::Result<plan::Options> {
+    let contain = args.contain || args.containall;
+    let mut specs = args.bind.clone();
+    if let Ok(env_binds) = std::env::var("RSING_BIND") {
+        specs.push(env_binds);
+    }
+    let user_binds = binds::parse_list(&specs, &host.cwd).map_err(anyhow::Error::msg)?;
+    let site_binds =
+        binds::parse_list(&site.bind_paths, Path::new("/")).map_err(anyhow::Error::msg)?;
+    let home = match &args.home {
+        None => None,
+        Some(spec) => {
+            let (src, dst) = spec.split_once(':').unwrap_or((spec, spec));
+            let src = binds::normalize(&host.cwd.join(src));
+            if !dst.starts_with('/') {
+                bail!("--home destination '{dst}' is not absolute");
+            }
+            let dst = if dst == spec {
+                src.to_string_lossy().into_owned()
+            } else {
+                dst.to_string()
+            };
+            Some((src, dst))
+        }
+    };
+    for src in user_binds
+        .iter()
+        .map(|b| b.src.as_path())
+        .chain(home.iter().map(|h| h.0.as_path()))
+    {
+        site.check_bind_source(src)?;
+    }
+    Ok(plan::Options {
+        binds: user_binds,
+        site_binds,
+        home,
+        mount_home: site.mount_home && !args.no_home,
+        mount_tmp: site.mount_tmp,
+        contain,
+        pid_ns: args.containall,
+        pwd: args.pwd.clone(),
+        writable_tmpfs: args.writable_tmpfs,
+        fakeroot: args.fakeroot,
+    })
+}
+
+const ENV_DIR: &str = "/.singularity.d/env";
+const RUNSCRIPT: &str = "/.singularity.d/runscript";
+
+fn env_layers(
+    args: &RuntimeArgs,
+    options: &plan::Options,
+    host: &HostFacts,
+    opened: &OpenedImage,
+    tree: &dyn Tree,
+    plan: &plan::Plan,
+    action: &Action,
+) -> anyhow::Result<EnvLayers> {
+    let image = opened
+        .oci_config
+        .as_ref()
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let mut image_scripts: Vec<String> = Vec::new();
+    if is_kind(tree, ENV_DIR, NodeKind::Dir) && is_kind(tree, "/bin/sh", NodeKind::File) {
+        let mut names = tree.list_dir(ENV_DIR.as_bytes()).unwrap_or_default();
+        names.sort();
+        image_scripts = names
+            .into_iter()
+            .filter_map(|n| String::from_utf8(n).ok())
+            .filter(|n| n.ends_with(".sh"))
+            .map(|n| format!("{ENV_DIR}/{n}"))
+            .collect();
+    }
+    let mut runtime_vars = vec![
+        ("HOME".to_string(), plan.home.clone()),
+        (
+            "RSING_CONTAINER".to_string(),
+            opened.path.to_string_lossy().into_owned(),
+        ),
+        ("RSING_NAME".to_string(), opened.name.clone()),
+    ];
+    if let Action::Shell(_) = action {
+        runtime_vars.push(("PS1".to_string(), format!("rsing {}:\\w> ", opened.name)));
+    }
+    let mut user = Vec::new();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read env file {}", file.display()))?;
+        for line in text.lines() {
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            match environ::parse_assignment(trimmed) {
+                Some(kv) => user.push(kv),
+                None => bail!("env file {}: cannot parse line '{trimmed}'", file.display()),
+            }
+        }
+    }
+    for (k, v) in &host.env {
+        if let Some(name) = k.strip_prefix("RSINGENV_") {
+            if environ::valid_name(name) {
+                user.push((name.to_string(), v.clone()));
+            }
+        }
+    }
+    for kv in &args.env {
+        match environ::parse_assignment(kv) {
+            Some(pair) => user.push(pair),
+            None => bail!("--env '{kv}': expected NAME=VALUE"),
+        }
+    }
+    Ok(EnvLayers {
+        host: host.env.clone(),
+        cleanenv: args.cleanenv || options.pid_ns,
+        image,
+        image_scripts,
+        runtime: runtime_vars,
+        user,
+    })
+}
+
+fn is_kind(tree: &dyn Tree, path: &str, kind: NodeKind) -> bool {
+    tree::resolve(tree, path.as_bytes())
+        .map(|r| r.kind == Some(kind))
+        .unwrap_or(false)
+}
+
+fn command_line(
+    action: Action,
+    opened: &OpenedImage,
+    tree: &dyn Tree,
+) -> anyhow::Result<Vec<String>> {
+    Ok(match action {
+        Action::Exec(cmd) => cmd,
+        Action::Run(args) => {
+            if is_kind(tree, RUNSCRIPT, NodeKind::File) {
+                std::iter::once(RUNSCRIPT.to_string()).chain(args).collect()
+            } else {
+                let oci = opened.oci_config.clone().unwrap_or_default();
+                let entry = oci.entrypoint.unwrap_or_default();
+                let cmd = if args.is_empty() {
+                    oci.cmd.unwrap_or_default()
+                } else {
+                    args
+                };
+                let argv: Vec<String> = entry.into_iter().chain(cmd).collect();
+                if argv.is_empty() {
+                    bail!(
+                        "image {} has no runscript and no OCI entrypoint or command",
+                        opened.path.display()
+                    );
+                }
+                argv
+            }
+        }
+        Action::Shell(shell) => match shell {
+            Some(s) => vec![s],
+            None if is_kind(tree, "/bin/bash", NodeKind::File) => {
+                vec!["/bin/bash".into(), "--norc".into()]
+            }
+            None => vec!["/bin/sh".into()],
+        },
+    })
+}

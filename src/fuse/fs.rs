@@ -1,0 +1,388 @@
+//! The `fuser::Filesystem` adapter: FUSE requests → SquashFS archive calls.
+//!
+//! FUSE node ids are derived from SquashFS inode references (no table to build, so start-up
+//! does not grow with the image): the root is node 1, every other inode is its reference + 2.
+//! Hard links share one reference, hence one node.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+
+use crate::squashfs::{Archive, DirEntry, FileKind, Inode, InodeRef};
+
+/// The image is immutable: cached answers never go stale.
+const TTL: Duration = Duration::from_secs(3600);
+
+pub struct SquashFs {
+    archive: Arc<Archive>,
+    /// Directory listings, loaded once per opendir and shared by the readdir calls after it.
+    listings: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next_handle: AtomicU64,
+}
+
+impl SquashFs {
+    pub fn new(archive: Arc<Archive>) -> Self {
+        SquashFs {
+            archive,
+            listings: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    fn node_of(&self, r: InodeRef) -> INodeNo {
+        if r == self.archive.root_ref() {
+            INodeNo::ROOT
+        } else {
+            INodeNo(r.0 + 2)
+        }
+    }
+
+    fn ref_of(&self, ino: INodeNo) -> InodeRef {
+        if ino == INodeNo::ROOT {
+            self.archive.root_ref()
+        } else {
+            InodeRef(ino.0.wrapping_sub(2))
+        }
+    }
+
+    fn inode(&self, ino: INodeNo) -> Result<Inode, Errno> {
+        self.archive.inode(self.ref_of(ino)).map_err(io_error)
+    }
+
+    fn attr(&self, inode: &Inode) -> FileAttr {
+        let time = UNIX_EPOCH + Duration::from_secs(inode.mtime as u64);
+        FileAttr {
+            ino: self.node_of(inode.inode_ref),
+            size: inode.size,
+            blocks: inode.size.div_ceil(512),
+            atime: time,
+            mtime: time,
+            ctime: time,
+            crtime: time,
+            kind: file_type(inode.kind),
+            perm: inode.mode & 0o7777,
+            nlink: inode.nlink.max(1),
+            uid: inode.uid,
+            gid: inode.gid,
+            rdev: inode.rdev,
+            blksize: self.archive.superblock().block_size,
+            flags: 0,
+        }
+    }
+
+    fn listing(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<Vec<DirEntry>>, Errno> {
+        if let Some(list) = self
+            .listings
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&fh.0).cloned())
+        {
+            return Ok(list);
+        }
+        let dir = self.inode(ino)?;
+        Ok(Arc::new(self.archive.read_dir(&dir).map_err(io_error)?))
+    }
+}
+
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Directory => FileType::Directory,
+        FileKind::File => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+    }
+}
+
+fn io_error(e: crate::squashfs::Error) -> Errno {
+    tracing::warn!("image read failed: {e}");
+    Errno::EIO
+}
+
+/// A negative entry: node id 0 tells the kernel to cache "does not exist" for the TTL.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+impl Filesystem for SquashFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_ASYNC_READ,
+        ] {
+            let _ = config.add_capabilities(flag);
+        }
+        let _ = config
+            .set_max_readahead(1 << 20)
+            .or_else(|max| config.set_max_readahead(max));
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let dir = match self.inode(parent) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
+        };
+        if dir.kind != FileKind::Directory {
+            return reply.error(Errno::ENOTDIR);
+        }
+        match self.archive.lookup(&dir, name.as_bytes()) {
+            Ok(Some(entry)) => match self.archive.inode(entry.inode_ref) {
+                Ok(inode) => reply.entry(&TTL, &self.attr(&inode), Generation(0)),
+                Err(e) => reply.error(io_error(e)),
+            },
+            Ok(None) => reply.entry(&TTL, &negative_attr(), Generation(0)),
+            Err(e) => reply.error(io_error(e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.inode(ino) {
+            Ok(inode) => reply.attr(&TTL, &self.attr(&inode)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self
+            .inode(ino)
+            .and_then(|i| self.archive.read_link(&i).map_err(io_error))
+        {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let inode = match self.inode(ino) {
+            Ok(i) => i,
+            Err(e) => return reply.error(e),
+        };
+        let len = (size as u64).min(inode.size.saturating_sub(offset)) as usize;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match self
+                .archive
+                .read_at(&inode, offset + done as u64, &mut buf[done..])
+            {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) => return reply.error(io_error(e)),
+            }
+        }
+        reply.data(&buf[..done]);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let dir = match self.inode(ino) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e),
+        };
+        match self.archive.read_dir(&dir) {
+            Ok(list) => {
+                let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut map) = self.listings.lock() {
+                    map.insert(fh, Arc::new(list));
+                }
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+                );
+            }
+            Err(e) => reply.error(io_error(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let list = match self.listing(ino, fh) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        // Offsets: 1 = ".", 2 = "..", n + 3 = entry n.
+        let dots = [(".", ino), ("..", ino)];
+        for (i, (name, node)) in dots.iter().enumerate().skip(offset as usize) {
+            if reply.add(*node, i as u64 + 1, FileType::Directory, name) {
+                return reply.ok();
+            }
+        }
+        let start = (offset as usize).saturating_sub(2);
+        for (i, entry) in list.iter().enumerate().skip(start) {
+            let node = self.node_of(entry.inode_ref);
+            if reply.add(
+                node,
+                i as u64 + 3,
+                file_type(entry.kind),
+                OsStr::from_bytes(&entry.name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let list = match self.listing(ino, fh) {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        let dir = match self.inode(ino) {
+            Ok(d) => self.attr(&d),
+            Err(e) => return reply.error(e),
+        };
+        for (i, name) in [".", ".."].iter().enumerate().skip(offset as usize) {
+            if reply.add(ino, i as u64 + 1, name, &TTL, &dir, Generation(0)) {
+                return reply.ok();
+            }
+        }
+        let start = (offset as usize).saturating_sub(2);
+        for (i, entry) in list.iter().enumerate().skip(start) {
+            let attr = match self.archive.inode(entry.inode_ref) {
+                Ok(inode) => self.attr(&inode),
+                Err(e) => return reply.error(io_error(e)),
+            };
+            if reply.add(
+                attr.ino,
+                i as u64 + 3,
+                OsStr::from_bytes(&entry.name),
+                &TTL,
+                &attr,
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: fuser::ReplyEmpty,
+    ) {
+        if let Ok(mut map) = self.listings.lock() {
+            map.remove(&fh.0);
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let sb = self.archive.superblock();
+        let bsize = sb.block_size.max(1);
+        reply.statfs(
+            sb.bytes_used.div_ceil(bsize as u64),
+            0,
+            0,
+            sb.inode_count as u64,
+            0,
+            bsize,
+            255,
+            bsize,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let xattrs = match self
+            .inode(ino)
+            .and_then(|i| self.archive.xattrs(&i).map_err(io_error))
+        {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        match xattrs.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
+            None => reply.error(Errno::from_i32(libc::ENODATA)),
+            Some((_, value)) => reply_sized(reply, size, value),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let xattrs = match self
+            .inode(ino)
+            .and_then(|i| self.archive.xattrs(&i).map_err(io_error))
+        {
+            Ok(x) => x,
+            Err(e) => return reply.error(e),
+        };
+        let mut names = Vec::new();
+        for (k, _) in &xattrs {
+            names.extend_from_slice(k);
+            names.push(0);
+        }
+        reply_sized(reply, size, &names);
+    }
+}
+
+/// getxattr/listxattr protocol: size 0 asks for the length, a short buffer is ERANGE.
+fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if (size as usize) < data.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}

@@ -1,0 +1,277 @@
+//! The container's environment, composed with Apptainer's precedence.
+//!
+//! From weakest to strongest: host variables (only those the image does not set; never HOME,
+//! PATH, LD_LIBRARY_PATH or rsing's own settings), the image environment (OCI `Env`, then the
+//! image's `/.singularity.d/env/*.sh` scripts), rsing's runtime variables (HOME,
+//! RSING_CONTAINER, RSING_NAME), then the user's `--env-file`, `RSINGENV_*` and `--env`.
+//!
+//! Apptainer images keep their environment in shell scripts, which only a shell can evaluate.
+//! When an image has such scripts, the command is started through `/bin/sh -c SCRIPT`, where
+//! SCRIPT sources them and then applies the stronger layers with `export`; otherwise the final
+//! environment is computed here and the command is executed directly (no shell, faster start).
+
+/// Default PATH when neither the image nor the user sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Host variables that never cross into the container.
+fn host_var_blocked(name: &str) -> bool {
+    matches!(
+        name,
+        "HOME" | "PATH" | "LD_LIBRARY_PATH" | "PS1" | "SHLVL" | "PWD" | "OLDPWD"
+    ) || name.starts_with("RSING_")
+        || name.starts_with("RSINGENV_")
+        || name.starts_with("APPTAINER")
+        || name.starts_with("SINGULARITY")
+}
+
+/// Host variables that survive `--cleanenv` (as in Apptainer).
+fn kept_by_cleanenv(name: &str) -> bool {
+    matches!(
+        name.to_ascii_lowercase().as_str(),
+        "term" | "http_proxy" | "https_proxy" | "no_proxy" | "all_proxy" | "ftp_proxy"
+    )
+}
+
+/// Everything that contributes to the container's environment.
+#[derive(Debug, Clone, Default)]
+pub struct EnvLayers {
+    pub host: Vec<(String, String)>,
+    pub cleanenv: bool,
+    /// OCI `Env` of the image (from its SIF metadata), in order.
+    pub image: Vec<(String, String)>,
+    /// Paths of the image's environment scripts, sourced in this order.
+    pub image_scripts: Vec<String>,
+    /// Set by rsing itself: HOME, RSING_CONTAINER, RSING_NAME, PS1 for `shell`.
+    pub runtime: Vec<(String, String)>,
+    /// `--env-file`, `RSINGENV_*`, `--env`, in increasing strength.
+    pub user: Vec<(String, String)>,
+}
+
+/// How to start the command with its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl EnvLayers {
+    fn host_passed(&self) -> impl Iterator<Item = &(String, String)> {
+        self.host
+            .iter()
+            .filter(move |(k, _)| !host_var_blocked(k) && (!self.cleanenv || kept_by_cleanenv(k)))
+    }
+
+    fn cleanenv_defaults(&self) -> Vec<(String, String)> {
+        if self.cleanenv {
+            vec![("LANG".to_string(), "C".to_string())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The final environment, computed without a shell (images without env scripts).
+    pub fn compose(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        let layers = [
+            self.host_passed().cloned().collect::<Vec<_>>(),
+            self.cleanenv_defaults(),
+            self.image.clone(),
+        ];
+        for layer in &layers {
+            for (k, v) in layer {
+                set(&mut env, k, v);
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            set(&mut env, "PATH", DEFAULT_PATH);
+        }
+        for (k, v) in self.runtime.iter().chain(self.user.iter()) {
+            set(&mut env, k, v);
+        }
+        env
+    }
+
+    /// How to run `argv`: directly with [`compose`](Self::compose)'s environment, or through
+    /// the image's `/bin/sh` when the image has environment scripts to source.
+    pub fn launch(&self, argv: Vec<String>) -> Launch {
+        if self.image_scripts.is_empty() {
+            return Launch {
+                argv,
+                env: self.compose(),
+            };
+        }
+        // The shell starts with the image's OCI env and rsing's variables only: the scripts
+        // then see no host values, so an image `export X=...` (or `${X:-default}`) is never
+        // shadowed by a same-name host variable, as in Apptainer. The stronger layers and the
+        // host fill-ins travel as prefixed variables, not in the script text: argv is world-
+        // readable in /proc, the environment is not.
+        let mut env: Vec<(String, String)> = vec![("PATH".to_string(), DEFAULT_PATH.to_string())];
+        for (k, v) in self.image.iter().chain(self.runtime.iter()) {
+            set(&mut env, k, v);
+        }
+        let mut script = String::new();
+        for path in &self.image_scripts {
+            script.push_str(&format!(". {}\n", quote(path)));
+        }
+        let mut carried = Vec::new();
+        for (k, v) in self.runtime.iter().chain(self.user.iter()) {
+            if valid_name(k) {
+                set(&mut env, &format!("{USER_PREFIX}{k}"), v);
+                script.push_str(&format!("export {k}=\"${USER_PREFIX}{k}\"\n"));
+                carried.push(format!("{USER_PREFIX}{k}"));
+            }
+        }
+        for (k, v) in self.host_passed().chain(self.cleanenv_defaults().iter()) {
+            if valid_name(k) {
+                set(&mut env, &format!("{HOST_PREFIX}{k}"), v);
+                script.push_str(&format!(
+                    "[ -n \"${{{k}+x}}\" ] || export {k}=\"${HOST_PREFIX}{k}\"\n"
+                ));
+                carried.push(format!("{HOST_PREFIX}{k}"));
+            }
+        }
+        carried.sort();
+        carried.dedup();
+        for chunk in carried.chunks(32) {
+            script.push_str(&format!("unset {}\n", chunk.join(" ")));
+        }
+        script.push_str(&format!(
+            "[ -n \"${{PATH+x}}\" ] || export PATH={}\n",
+            quote(DEFAULT_PATH)
+        ));
+        script.push_str(
+            "command -v \"$1\" >/dev/null 2>&1 || { echo \"rsing: error: command not found in the image: $1\" >&2; exit 127; }\n",
+        );
+        script.push_str("exec \"$@\"\n");
+        let mut full = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            script,
+            "rsing-env".to_string(),
+        ];
+        full.extend(argv);
+        Launch { argv: full, env }
+    }
+}
+
+fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    if let Some(slot) = env.iter_mut().find(|(k, _)| k == key) {
+        slot.1 = value.to_string();
+    } else {
+        env.push((key.to_string(), value.to_string()));
+    }
+}
+
+/// True for names a POSIX shell can `export`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+const USER_PREFIX: &str = "RSING_SET_";
+const HOST_PREFIX: &str = "RSING_HOST_";
+
+/// Single-quotes `s` for a POSIX shell.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Parses `K=V` pairs as given to `--env` or read from `--env-file` (comments and blank lines
+/// skipped; one level of matching quotes around V removed; `export ` prefix allowed).
+pub fn parse_assignment(text: &str) -> Option<(String, String)> {
+    let text = text.trim();
+    let text = text.strip_prefix("export ").unwrap_or(text).trim_start();
+    let (k, v) = text.split_once('=')?;
+    let k = k.trim();
+    if !valid_name(k) {
+        return None;
+    }
+    let v = v.trim();
+    let v = if v.len() >= 2
+        && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
+    {
+        &v[1..v.len() - 1]
+    } else {
+        v
+    };
+    Some((k.to_string(), v.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn precedence_without_scripts() {
+        let layers = EnvLayers {
+            host: pairs(&[
+                ("FOO", "host"),
+                ("IMG", "host"),
+                ("PATH", "/host/bin"),
+                ("LD_LIBRARY_PATH", "/h"),
+            ]),
+            image: pairs(&[("IMG", "image"), ("U", "image")]),
+            runtime: pairs(&[("HOME", "/home/a")]),
+            user: pairs(&[("U", "user")]),
+            ..Default::default()
+        };
+        let env = layers.compose();
+        assert_eq!(get(&env, "FOO"), Some("host"));
+        assert_eq!(get(&env, "IMG"), Some("image"));
+        assert_eq!(get(&env, "U"), Some("user"));
+        assert_eq!(get(&env, "PATH"), Some(DEFAULT_PATH));
+        assert_eq!(get(&env, "LD_LIBRARY_PATH"), None);
+        assert_eq!(get(&env, "HOME"), Some("/home/a"));
+    }
+
+    #[test]
+    fn cleanenv_keeps_term_only() {
+        let layers = EnvLayers {
+            host: pairs(&[("FOO", "host"), ("TERM", "xterm")]),
+            cleanenv: true,
+            ..Default::default()
+        };
+        let env = layers.compose();
+        assert_eq!(get(&env, "FOO"), None);
+        assert_eq!(get(&env, "TERM"), Some("xterm"));
+        assert_eq!(get(&env, "LANG"), Some("C"));
+    }
+
+    #[test]
+    fn scripts_go_through_sh() {
+        let layers = EnvLayers {
+            host: pairs(&[("FOO", "it's")]),
+            image_scripts: vec!["/.singularity.d/env/90-environment.sh".into()],
+            ..Default::default()
+        };
+        let launch = layers.launch(vec!["id".into()]);
+        assert_eq!(launch.argv[0], "/bin/sh");
+        assert!(launch.argv[2].contains(". '/.singularity.d/env/90-environment.sh'"));
+        assert!(!launch.argv[2].contains("it's"));
+        assert_eq!(launch.argv[4], "id");
+        assert_eq!(get(&launch.env, "FOO"), None);
+        assert_eq!(get(&launch.env, "RSING_HOST_FOO"), Some("it's"));
+    }
+
+    #[test]
+    fn parses_assignments() {
+        assert_eq!(parse_assignment("A=b"), Some(("A".into(), "b".into())));
+        assert_eq!(
+            parse_assignment("export A=\"b c\""),
+            Some(("A".into(), "b c".into()))
+        );
+        assert_eq!(parse_assignment("1A=b"), None);
+        assert_eq!(parse_assignment("noequals"), None);
+    }
+}

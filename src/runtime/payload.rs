@@ -1,0 +1,204 @@
+//! The child after the fork: builds the container's root and becomes the command.
+//!
+//! Runs single-threaded in a copy of the supervisor's memory. Every failure is reported over
+//! the report pipe as one line and ends this process; nothing here returns.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::mount::{umount2, MntFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::{chdir, fork, pivot_root, ForkResult, Pid};
+
+use super::mounts::{self, NEWROOT, OLDROOT};
+use super::process::{self, Reporter};
+use super::{Container, RootSource, BASE};
+
+/// Exit code for a command that cannot be found, as shells use.
+const NOT_FOUND: i32 = 127;
+/// Exit code for a command found but not executable.
+const NOT_EXECUTABLE: i32 = 126;
+/// rsing's own failures.
+const SETUP_FAILED: i32 = 255;
+
+pub fn run(
+    container: &Container,
+    supervisor: Pid,
+    fuse_fd: Option<OwnedFd>,
+    report: Reporter,
+) -> ! {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+    if nix::unistd::getppid() != supervisor {
+        // The supervisor died before PDEATHSIG was armed.
+        unsafe { libc::_exit(SETUP_FAILED) };
+    }
+    drop(fuse_fd);
+    tracing::debug!("payload started");
+    let fail = |msg: String| -> ! { report.fail(SETUP_FAILED, &msg) };
+    if let Err(e) = build_root(container) {
+        fail(e);
+    }
+    if let Err(e) = enter_cwd(container) {
+        fail(e);
+    }
+    if container.pid_ns {
+        become_init_then_exec(container, report)
+    }
+    exec(container, &report)
+}
+
+/// Nested mount namespace, first pivot (host under /oldroot), root assembly, mounts, second
+/// pivot into the container root.
+fn build_root(c: &Container) -> Result<(), String> {
+    // A nested mount namespace: pivot_root moves the root of every process in the namespace,
+    // and the supervisor must keep seeing the host.
+    unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("cannot create a mount namespace: {e}"))?;
+    let oldroot = format!("{BASE}{OLDROOT}");
+    pivot_root(BASE, oldroot.as_str()).map_err(|e| format!("pivot_root into {BASE}: {e}"))?;
+    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+
+    if let RootSource::Directory(dir) = &c.root {
+        let src = Path::new(OLDROOT).join(dir.strip_prefix("/").unwrap_or(dir));
+        mounts::bind(&src, Path::new("/image"), false, &dir.to_string_lossy())?;
+    }
+    let has_stubs = !c.plan.stubs.is_empty();
+    let upper = c.writable_tmpfs.then_some(("/rw/upper", "/rw/work"));
+    if has_stubs || upper.is_some() {
+        let mut lower = Vec::new();
+        if has_stubs {
+            lower.push("/stubs");
+        }
+        lower.push("/image");
+        mounts::overlay(&lower, upper, NEWROOT)?;
+    } else {
+        mounts::bind(Path::new("/image"), Path::new(NEWROOT), true, "the image")?;
+    }
+    for op in &c.plan.ops {
+        mounts::apply(op)?;
+    }
+    umount2(OLDROOT, MntFlags::MNT_DETACH)
+        .map_err(|e| format!("cannot detach the host root: {e}"))?;
+    chdir(NEWROOT).map_err(|e| format!("chdir {NEWROOT}: {e}"))?;
+    pivot_root(".", ".").map_err(|e| format!("pivot_root into the container: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("cannot detach rsing's tmpfs: {e}"))?;
+    Ok(())
+}
+
+fn enter_cwd(c: &Container) -> Result<(), String> {
+    if chdir(c.plan.cwd.as_str()).is_ok() {
+        return Ok(());
+    }
+    if c.cwd_required {
+        return Err(format!(
+            "cannot change to working directory {} in the container",
+            c.plan.cwd
+        ));
+    }
+    eprintln!(
+        "rsing: warning: {} is not available in the container, starting in {}",
+        c.plan.cwd, c.plan.home
+    );
+    if chdir(c.plan.home.as_str()).is_err() {
+        let _ = chdir("/");
+    }
+    Ok(())
+}
+
+/// With `--containall` this process is PID 1 of the container: it forks the command and stays
+/// as its init, relaying signals and reaping orphans; when the command ends, so does the
+/// namespace (the kernel kills whatever is left).
+fn become_init_then_exec(c: &Container, report: Reporter) -> ! {
+    // SAFETY: single-threaded process.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            }
+            exec(c, &report)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(report);
+            let code = process::supervise(child);
+            unsafe { libc::_exit(code) }
+        }
+        Err(e) => report.fail(
+            SETUP_FAILED,
+            &format!("cannot fork the container init: {e}"),
+        ),
+    }
+}
+
+fn exec(c: &Container, report: &Reporter) -> ! {
+    let argv = &c.launch.argv;
+    let Some(program) = argv.first() else {
+        report.fail(SETUP_FAILED, "no command given")
+    };
+    let path_var = c
+        .launch
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(super::environ::DEFAULT_PATH);
+    let Some(path) = find_program(program, path_var) else {
+        report.fail(
+            NOT_FOUND,
+            &format!("command not found in the image: {program}"),
+        )
+    };
+    let to_c = |s: &str| CString::new(s).unwrap_or_default();
+    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
+    let c_argv: Vec<CString> = argv.iter().map(|a| to_c(a)).collect();
+    let c_env: Vec<CString> = c
+        .launch
+        .env
+        .iter()
+        .map(|(k, v)| to_c(&format!("{k}={v}")))
+        .collect();
+    let mut argv_ptrs: Vec<*const libc::c_char> = c_argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const libc::c_char> = c_env.iter().map(|a| a.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
+
+    // SAFETY: prctl with integer arguments; a setuid binary in the image gains nothing.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    process::reset_signals();
+    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
+    unsafe {
+        libc::execve(c_path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
+    }
+    let err = std::io::Error::last_os_error();
+    let code = if err.raw_os_error() == Some(libc::ENOENT) {
+        NOT_FOUND
+    } else {
+        NOT_EXECUTABLE
+    };
+    report.fail(
+        code,
+        &format!("cannot execute {program} in the container: {err}"),
+    )
+}
+
+/// execvp's search, against the container's PATH.
+fn find_program(program: &str, path_var: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        return Some(program.into());
+    }
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(program))
+        .find(|p| {
+            let c = mounts::cstring(p);
+            // SAFETY: access(2) on a valid C string.
+            p.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+        })
+}

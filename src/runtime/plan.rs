@@ -1,0 +1,392 @@
+//! The launch plan: every mount, stub and generated file, decided before any namespace exists.
+//!
+//! Building the plan is pure apart from read-only lookups on the host and in the image, so all
+//! user errors (a missing bind source, a forbidden path, a file bound onto a directory) are
+//! reported while rsing is still an ordinary process, naming the host path at fault.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::binds::{self, BindSpec};
+use super::host::HostFacts;
+use super::identity::{self, Identity};
+use super::Error;
+use crate::tree::{self, NodeKind, Tree};
+
+/// One step of building the container's mount tree (interpreted by `mounts::apply`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    /// Recursive bind of a host path (seen under /oldroot) to a container path.
+    Bind {
+        src: PathBuf,
+        dst: Vec<u8>,
+        readonly: bool,
+    },
+    /// A fresh tmpfs (contained home and /tmp).
+    Tmpfs { dst: Vec<u8>, mode: u32 },
+    /// A new procfs for the container's own PID namespace.
+    Proc { dst: Vec<u8> },
+    /// A minimal /dev: a tmpfs with the harmless host nodes, devpts and shm.
+    MinimalDev { dst: Vec<u8> },
+    /// A file rsing generated (passwd, group), bound read-only over `dst`.
+    Generated { name: String, dst: Vec<u8> },
+}
+
+impl MountOp {
+    fn dst(&self) -> &[u8] {
+        match self {
+            MountOp::Bind { dst, .. }
+            | MountOp::Tmpfs { dst, .. }
+            | MountOp::Proc { dst }
+            | MountOp::MinimalDev { dst }
+            | MountOp::Generated { dst, .. } => dst,
+        }
+    }
+}
+
+/// A mount point the image lacks; served from a small tmpfs layer under the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stub {
+    pub path: Vec<u8>,
+    pub dir: bool,
+}
+
+/// How the container should look, as chosen by the user and the site.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub binds: Vec<BindSpec>,
+    /// Site default binds (`bind path` in rsing.conf); skipped under `--contain`.
+    pub site_binds: Vec<BindSpec>,
+    /// `--home SRC[:DST]`.
+    pub home: Option<(PathBuf, String)>,
+    pub mount_home: bool,
+    pub mount_tmp: bool,
+    pub contain: bool,
+    pub pid_ns: bool,
+    pub pwd: Option<String>,
+    pub writable_tmpfs: bool,
+    pub fakeroot: bool,
+}
+
+/// Everything the payload needs to build the container and start the command.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub ops: Vec<MountOp>,
+    pub stubs: Vec<Stub>,
+    /// Files written into rsing's tmpfs before the mounts: (name, content).
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Container working directory.
+    pub cwd: String,
+    /// HOME inside the container.
+    pub home: String,
+    pub uid_inside: u32,
+    pub gid_inside: u32,
+}
+
+const HOST_ETC_FILES: [&str; 3] = ["/etc/resolv.conf", "/etc/hosts", "/etc/localtime"];
+
+/// Builds the plan for `host` running the image whose root is `tree`.
+pub fn build(options: &Options, host: &HostFacts, tree: &dyn Tree) -> Result<Plan, Error> {
+    let (uid_inside, gid_inside) = if options.fakeroot {
+        (0, 0)
+    } else {
+        (host.uid, host.gid)
+    };
+    let home = match (&options.home, options.fakeroot) {
+        (Some((_, dst)), _) => dst.clone(),
+        (None, true) => "/root".to_string(),
+        (None, false) => host.home.to_string_lossy().into_owned(),
+    };
+
+    let mut wanted: Vec<MountOp> = Vec::new();
+    wanted.push(if options.pid_ns {
+        MountOp::Proc {
+            dst: b"/proc".to_vec(),
+        }
+    } else {
+        bind_host("/proc", "/proc", false)
+    });
+    wanted.push(bind_host("/sys", "/sys", false));
+    wanted.push(if options.contain {
+        MountOp::MinimalDev {
+            dst: b"/dev".to_vec(),
+        }
+    } else {
+        bind_host("/dev", "/dev", false)
+    });
+    if options.mount_tmp {
+        for dir in ["/tmp", "/var/tmp"] {
+            if options.contain {
+                wanted.push(MountOp::Tmpfs {
+                    dst: dir.as_bytes().to_vec(),
+                    mode: 0o1777,
+                });
+            } else if Path::new(dir).is_dir() {
+                wanted.push(bind_host(dir, dir, false));
+            }
+        }
+    }
+    if options.mount_home {
+        match &options.home {
+            Some((src, dst)) => {
+                check_source(src)?;
+                wanted.push(MountOp::Bind {
+                    src: src.clone(),
+                    dst: dst.as_bytes().to_vec(),
+                    readonly: false,
+                });
+            }
+            None if options.contain => {
+                wanted.push(MountOp::Tmpfs {
+                    dst: home.as_bytes().to_vec(),
+                    mode: 0o700,
+                });
+            }
+            None => {
+                if host.home.is_dir() {
+                    wanted.push(MountOp::Bind {
+                        src: host.home.clone(),
+                        dst: home.as_bytes().to_vec(),
+                        readonly: false,
+                    });
+                }
+            }
+        }
+    }
+    for file in HOST_ETC_FILES {
+        if Path::new(file).exists() {
+            let src = std::fs::canonicalize(file).map_err(|e| Error::Host {
+                what: format!("cannot resolve {file}"),
+                source: e,
+            })?;
+            wanted.push(MountOp::Bind {
+                src,
+                dst: file.as_bytes().to_vec(),
+                readonly: true,
+            });
+        }
+    }
+    let site = if options.contain {
+        &[][..]
+    } else {
+        &options.site_binds[..]
+    };
+    for spec in site.iter().chain(options.binds.iter()) {
+        check_source(&spec.src)?;
+        wanted.push(MountOp::Bind {
+            src: spec.src.clone(),
+            dst: spec.dst.as_bytes().to_vec(),
+            readonly: spec.readonly,
+        });
+    }
+
+    let cwd = match &options.pwd {
+        Some(p) => p.clone(),
+        None if options.contain => home.clone(),
+        None => host.cwd.to_string_lossy().into_owned(),
+    };
+    if options.pwd.is_none() && !options.contain && !covered(&wanted, cwd.as_bytes()) {
+        let found = tree::resolve(tree, cwd.as_bytes()).map_err(|e| image_lookup(&cwd, e))?;
+        if found.kind.is_none() {
+            wanted.push(bind_host(&cwd, &cwd, false));
+        }
+    }
+
+    let who = Identity {
+        name: host.name.clone(),
+        uid: uid_inside,
+        gid: gid_inside,
+        gecos: host.gecos.clone(),
+        home: home.clone(),
+        shell: host.shell.clone(),
+        group_name: host.group_name.clone(),
+    };
+    let image_text = |path: &[u8]| -> String {
+        tree.read_file(path, 16 << 20)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let files = vec![
+        (
+            "passwd".to_string(),
+            identity::passwd(&image_text(b"/etc/passwd"), &who).into_bytes(),
+        ),
+        (
+            "group".to_string(),
+            identity::group(&image_text(b"/etc/group"), &who).into_bytes(),
+        ),
+    ];
+    wanted.push(MountOp::Generated {
+        name: "passwd".into(),
+        dst: b"/etc/passwd".to_vec(),
+    });
+    wanted.push(MountOp::Generated {
+        name: "group".into(),
+        dst: b"/etc/group".to_vec(),
+    });
+
+    let (ops, stubs) = place(wanted, tree)?;
+    Ok(Plan {
+        ops,
+        stubs,
+        files,
+        cwd,
+        home,
+        uid_inside,
+        gid_inside,
+    })
+}
+
+fn bind_host(src: &str, dst: &str, readonly: bool) -> MountOp {
+    MountOp::Bind {
+        src: PathBuf::from(src),
+        dst: dst.as_bytes().to_vec(),
+        readonly,
+    }
+}
+
+fn check_source(src: &Path) -> Result<(), Error> {
+    match std::fs::metadata(src) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::Host {
+            what: format!("bind source {}", src.display()),
+            source: e,
+        }),
+    }
+}
+
+fn image_lookup(path: &str, e: std::io::Error) -> Error {
+    Error::Image(format!("cannot resolve {path} in the image: {e}"))
+}
+
+/// True when `path` lies at or below the destination of an op already planned.
+fn covered(ops: &[MountOp], path: &[u8]) -> bool {
+    let path = Path::new(OsStr::from_bytes(path));
+    ops.iter().any(|op| {
+        let dst = Path::new(OsStr::from_bytes(op.dst()));
+        binds::is_within(path, dst)
+    })
+}
+
+/// Resolves every destination through the image's symlinks and lists the mount points the
+/// image lacks. A destination below an earlier mount lives on that mount, not in the image.
+fn place(wanted: Vec<MountOp>, tree: &dyn Tree) -> Result<(Vec<MountOp>, Vec<Stub>), Error> {
+    let mut ops: Vec<MountOp> = Vec::with_capacity(wanted.len());
+    let mut stubs: Vec<Stub> = Vec::new();
+    for mut op in wanted {
+        let dst = String::from_utf8_lossy(op.dst()).into_owned();
+        let nested = covered(&ops, op.dst());
+        let src_is_dir = match &op {
+            MountOp::Bind { src, .. } => src.is_dir(),
+            MountOp::Generated { .. } => false,
+            _ => true,
+        };
+        if !nested {
+            let found = tree::resolve(tree, op.dst()).map_err(|e| image_lookup(&dst, e))?;
+            match (found.kind, src_is_dir) {
+                (None, dir) => {
+                    if !stubs.iter().any(|s| s.path == found.path) {
+                        stubs.push(Stub {
+                            path: found.path.clone(),
+                            dir,
+                        });
+                    }
+                }
+                (Some(NodeKind::Dir), false) => {
+                    return Err(Error::Image(format!(
+                        "cannot bind a file onto {dst}: it is a directory in the image"
+                    )))
+                }
+                (Some(NodeKind::File | NodeKind::Other), true) => {
+                    return Err(Error::Image(format!(
+                        "cannot bind a directory onto {dst}: it is a file in the image"
+                    )))
+                }
+                _ => {}
+            }
+            set_dst(&mut op, found.path);
+        }
+        ops.push(op);
+    }
+    Ok((ops, stubs))
+}
+
+fn set_dst(op: &mut MountOp, new: Vec<u8>) {
+    match op {
+        MountOp::Bind { dst, .. }
+        | MountOp::Tmpfs { dst, .. }
+        | MountOp::Proc { dst }
+        | MountOp::MinimalDev { dst }
+        | MountOp::Generated { dst, .. } => *dst = new,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::DirTree;
+
+    fn host(home: &Path, cwd: &Path) -> HostFacts {
+        HostFacts {
+            uid: 1000,
+            gid: 1000,
+            name: "alice".into(),
+            gecos: String::new(),
+            shell: "/bin/sh".into(),
+            group_name: Some("alice".into()),
+            home: home.into(),
+            cwd: cwd.into(),
+            env: vec![],
+        }
+    }
+
+    fn image() -> (PathBuf, DirTree) {
+        let dir = std::env::temp_dir().join(format!("rsing-plan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::create_dir_all(dir.join("usr/bin")).unwrap();
+        std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        (dir.clone(), DirTree::new(dir))
+    }
+
+    #[test]
+    fn default_plan_binds_home_and_stubs_missing_targets() {
+        let (dir, tree) = image();
+        let home = std::env::temp_dir();
+        let opts = Options {
+            mount_home: true,
+            mount_tmp: true,
+            ..Default::default()
+        };
+        let plan = build(&opts, &host(&home, Path::new("/usr/bin")), &tree).unwrap();
+        assert!(plan.ops.iter().any(
+            |op| matches!(op, MountOp::Bind { dst, .. } if dst == home.to_str().unwrap().as_bytes())
+        ));
+        // /usr/bin exists in the image: the cwd is not bound over it.
+        assert!(!plan
+            .ops
+            .iter()
+            .any(|op| matches!(op, MountOp::Bind { dst, .. } if dst == b"/usr/bin")));
+        assert!(plan.stubs.iter().any(|s| s.path == b"/proc" && s.dir));
+        let passwd = String::from_utf8(plan.files[0].1.clone()).unwrap();
+        assert!(passwd.contains("alice:x:1000:1000"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn missing_bind_source_names_the_path() {
+        let (dir, tree) = image();
+        let opts = Options {
+            binds: vec![BindSpec {
+                src: "/no/such/dir".into(),
+                dst: "/x".into(),
+                readonly: false,
+            }],
+            ..Default::default()
+        };
+        let err = build(&opts, &host(Path::new("/"), Path::new("/")), &tree).unwrap_err();
+        assert!(err.to_string().contains("/no/such/dir"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
