@@ -63,8 +63,17 @@ fn containall_cleans_the_environment_and_has_its_own_pids() {
 fn writable_tmpfs_allows_changes_that_vanish() {
     let t = TestEnv::new();
     let img = image!(BUSYBOX);
-    let script = "touch /newfile && mkdir /bin/newdir && echo changed > /root/f && cat /root/f";
+    // As the caller, only places the caller may write to are writable (the root directory of
+    // the overlay is theirs); image directories owned by root need --fakeroot as well.
+    let script = "touch /newfile && echo changed > /newfile && cat /newfile";
     assert_eq!(t.sh_with(["--writable-tmpfs"], &img, script), "changed");
+    t.exec_with(["--writable-tmpfs"], &img, ["mkdir", "/bin/newdir"])
+        .assert_fails_naming("Permission denied");
+    let script = "mkdir /bin/newdir && echo changed > /root/f && cat /root/f";
+    assert_eq!(
+        t.sh_with(["--fakeroot", "--writable-tmpfs"], &img, script),
+        "changed"
+    );
     let script = "for p in /newfile /bin/newdir /root/f; do test -e $p && echo kept $p; done; true";
     assert_eq!(t.sh(&img, script), "");
 }

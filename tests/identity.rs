@@ -64,7 +64,7 @@ fn setuid_binaries_gain_nothing() {
     let img = image!(BUSYBOX);
     let uid = caller().uid.to_string();
     assert_eq!(
-        t.exec(&img, ["/bin/suid-busybox", "id", "-u"]).stdout_str(),
+        t.exec(&img, ["/suid/busybox", "id", "-u"]).stdout_str(),
         uid
     );
     let status = t

@@ -3,10 +3,11 @@
 //! ```text
 //! rsing (P0)                              payload (P1)
 //!   plan (pure, errors name host paths)
-//!   unshare user+mount[+pid], id maps
+//!   unshare user+mount, id maps
 //!   tmpfs at BASE: image/ stubs/ files/ ...
 //!   mount FUSE on BASE/image
-//!   fork ──────────────────────────────▶  nested mount ns, pivot_root(BASE)
+//!   fork ──────────────────────────────▶  [--containall: new PID ns, fork, child is PID 1]
+//!                                           nested mount ns, pivot_root(BASE)
 //!   serve FUSE on worker threads           overlay stubs+image → /newroot, apply mounts
 //!   read report pipe until exec            second pivot, chdir, NO_NEW_PRIVS, execve
 //!   relay signals, reap, exit with the command's status
@@ -23,7 +24,7 @@ pub mod plan;
 mod process;
 mod userns;
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -80,11 +81,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::Setup(format!("cannot create a pipe: {e}")))?;
     process::block_supervised().map_err(|e| Error::Setup(format!("cannot block signals: {e}")))?;
-    userns::enter(
-        container.plan.uid_inside,
-        container.plan.gid_inside,
-        container.pid_ns,
-    )?;
+    userns::enter(container.plan.uid_inside, container.plan.gid_inside)?;
     // Opened inside the user namespace: the kernel refuses a FUSE mount whose /dev/fuse file
     // was opened under another user namespace.
     let dev_fuse = match container.root {
@@ -125,8 +122,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
                 crate::fuse::serve(archive.clone(), fd)
                     .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
             }
-            let failure = process::read_report(report_read.as_raw_fd());
-            std::mem::forget(report_read);
+            let failure = process::read_report(report_read);
             let code = process::supervise(child);
             match failure {
                 Some((code, message)) => Err(Error::Payload { code, message }),

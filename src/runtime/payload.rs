@@ -38,7 +38,11 @@ pub fn run(
         unsafe { libc::_exit(SETUP_FAILED) };
     }
     drop(fuse_fd);
-    tracing::debug!("payload started");
+    let report = if container.pid_ns {
+        enter_pid_namespace(report)
+    } else {
+        report
+    };
     let fail = |msg: String| -> ! { report.fail(SETUP_FAILED, &msg) };
     if let Err(e) = build_root(container) {
         fail(e);
@@ -50,6 +54,36 @@ pub fn run(
         become_init_then_exec(container, report)
     }
     exec(container, &report)
+}
+
+/// `--containall`: a new PID namespace. The supervisor cannot create it itself (a process
+/// that unshared CLONE_NEWPID can no longer start threads, and it serves FUSE on threads), so
+/// this process does, and its child becomes the namespace's PID 1; this process only relays
+/// signals to it and passes its exit status on.
+fn enter_pid_namespace(report: Reporter) -> Reporter {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+        report.fail(SETUP_FAILED, &format!("cannot create a PID namespace: {e}"));
+    }
+    // SAFETY: single-threaded process.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // SAFETY: prctl with integer arguments.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            }
+            // (getppid() is 0 here: the parent lives outside the new namespace.)
+            report
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(report);
+            let code = process::supervise(child);
+            unsafe { libc::_exit(code) }
+        }
+        Err(e) => report.fail(
+            SETUP_FAILED,
+            &format!("cannot fork into the PID namespace: {e}"),
+        ),
+    }
 }
 
 /// Nested mount namespace, first pivot (host under /oldroot), root assembly, mounts, second

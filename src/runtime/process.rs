@@ -2,7 +2,7 @@
 //! signal masks, waiting, the child→parent failure report, and exit-status conventions.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -73,7 +73,6 @@ pub fn supervise(child: Pid) -> i32 {
             ) {
                 Ok(WaitStatus::StillAlive) => break,
                 Ok(status) => {
-                    tracing::debug!("reaped {status:?}");
                     if status.pid() == Some(child) {
                         child_code = status_code(status).or(child_code);
                     }
@@ -118,9 +117,8 @@ impl Reporter {
 
 /// Reads the payload's report until EOF (which exec or exit causes): `None` when the command
 /// started, or the (exit code, message) of the failure.
-pub fn read_report(fd: RawFd) -> Option<(i32, String)> {
-    // SAFETY: the caller hands over ownership of the read end.
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+pub fn read_report(fd: OwnedFd) -> Option<(i32, String)> {
+    let mut file = std::fs::File::from(fd);
     let mut text = String::new();
     loop {
         match file.read_to_string(&mut text) {

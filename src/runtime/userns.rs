@@ -4,17 +4,13 @@ use nix::sched::{unshare, CloneFlags};
 
 use super::Error;
 
-/// Unshares user + mount (+ PID) namespaces and maps the caller's ids one-to-one: the caller
+/// Unshares user + mount namespaces and maps the caller's ids one-to-one: the caller
 /// keeps their uid and gid inside (or appears as 0 with `--fakeroot`). `setgroups` is denied,
 /// as the kernel requires before an unprivileged process may write its own gid map.
-pub fn enter(uid_inside: u32, gid_inside: u32, pid_ns: bool) -> Result<(), Error> {
+pub fn enter(uid_inside: u32, gid_inside: u32) -> Result<(), Error> {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
-    let mut flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS;
-    if pid_ns {
-        flags |= CloneFlags::CLONE_NEWPID;
-    }
-    unshare(flags).map_err(|e| {
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(|e| {
         Error::Setup(format!(
             "cannot create a user namespace: {e} (unprivileged user namespaces must be enabled: \
              sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)"
