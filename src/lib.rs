@@ -21,3 +21,8 @@ pub mod runtime;
 pub mod sif;
 pub mod squashfs;
 pub mod tree;
+
+/// The layering check runs with the unit tests (as the building user, who can read `src/`).
+#[cfg(test)]
+#[path = "../tests/architecture.rs"]
+mod architecture;
