@@ -18,7 +18,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
 fn module_of(file: &Path, src: &Path) -> String {
     let rel = file.strip_prefix(src).expect("a file under src");
     let first = rel.components().next().expect("a path component");
-    first.as_os_str().to_string_lossy().trim_end_matches(".rs").to_string()
+    first
+        .as_os_str()
+        .to_string_lossy()
+        .trim_end_matches(".rs")
+        .to_string()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -53,10 +57,18 @@ fn dependencies_point_down() {
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();
                 if used != module && !allowed.contains(&used.as_str()) {
-                    violations.push(format!("{}:{}: {module} uses {used}", file.display(), n + 1));
+                    violations.push(format!(
+                        "{}:{}: {module} uses {used}",
+                        file.display(),
+                        n + 1
+                    ));
                 }
             }
         }
     }
-    assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "layering violations:\n{}",
+        violations.join("\n")
+    );
 }

@@ -68,6 +68,9 @@ enum Command {
         /// SIF file, SquashFS file or directory
         image: String,
     },
+    /// The shared image server (started by rsing itself)
+    #[command(name = "__serve", hide = true)]
+    Serve(crate::commands::serve::ServeCli),
 }
 
 /// Parses the command line, runs the command, and turns the outcome into an exit status.
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
             image,
             args,
         } => exec::run(&global, &runtime, &image, Action::Run(args)),
+        Command::Serve(args) => crate::commands::serve::run(args),
         Command::Shell {
             runtime,
             shell,

@@ -10,7 +10,7 @@ use super::Global;
 use crate::image::{self, OpenedImage, Root};
 use crate::runtime::environ::{self, EnvLayers};
 use crate::runtime::host::HostFacts;
-use crate::runtime::{self, binds, plan, Container, RootSource};
+use crate::runtime::{self, binds, plan, share, Container, RootSource};
 use crate::squashfs::Archive;
 use crate::tree::{self, DirTree, NodeKind, Tree};
 
@@ -95,6 +95,7 @@ pub fn run(
     let plan = plan::build(&options, &host, tree)?;
     let env = env_layers(args, &options, &host, &opened, tree, &plan, &action)?;
     let argv = command_line(action, &opened, tree)?;
+    let share = share_spec(&site, &host, &opened, &plan);
     let container = Container {
         root,
         fsname: opened.path.to_string_lossy().into_owned(),
@@ -102,9 +103,45 @@ pub fn run(
         pid_ns: options.pid_ns,
         writable_tmpfs: options.writable_tmpfs,
         cwd_required: options.pwd.is_some(),
+        share,
         plan,
     };
     Ok(runtime::run(container)?)
+}
+
+/// Where to find the image's shared server, unless sharing is off (site config
+/// `share images = no`, or `RSING_SHARE=no` for one user) or no private run directory exists.
+fn share_spec(
+    site: &SiteConfig,
+    host: &HostFacts,
+    opened: &OpenedImage,
+    plan: &plan::Plan,
+) -> Option<share::ShareSpec> {
+    let Root::Squashfs { offset, .. } = &opened.root else {
+        return None;
+    };
+    let env = |k: &str| {
+        host.env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    if !site.share_images || matches!(env("RSING_SHARE"), Some("no" | "0" | "false")) {
+        return None;
+    }
+    let linger = env("RSING_SHARE_LINGER")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(site.share_linger);
+    let rundir = share::runtime_dir(env("XDG_RUNTIME_DIR"))?;
+    share::spec(
+        &opened.path,
+        *offset,
+        plan.uid_inside,
+        plan.gid_inside,
+        &opened.path.to_string_lossy(),
+        linger,
+        &rundir,
+    )
 }
 
 /// A tree behind whatever owns it (an `Arc<Archive>` or an `Arc<DirTree>`).

@@ -1,6 +1,7 @@
 //! One module per subcommand: turns parsed arguments into calls on `image` and `runtime`.
 
 pub mod exec;
+pub mod serve;
 pub mod siteconf;
 
 /// Options every command shares.

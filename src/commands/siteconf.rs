@@ -9,11 +9,17 @@
 //! deny bind path = /root
 //! mount home = yes
 //! mount tmp = yes
+//! # one shared FUSE mount per user and image on a node, kept N seconds after its last user
+//! share images = yes
+//! share linger = 10
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+
+/// Seconds an image server stays after its last container, unless configured.
+pub const DEFAULT_LINGER: u64 = 10;
 
 /// Where the site configuration is read from unless `--config`/`RSING_CONFIG` say otherwise.
 pub const DEFAULT_PATH: &str = "/etc/rsing/rsing.conf";
@@ -25,6 +31,10 @@ pub struct SiteConfig {
     pub deny_bind_paths: Vec<PathBuf>,
     pub mount_home: bool,
     pub mount_tmp: bool,
+    /// Share one FUSE mount per user and image on a node (the image server).
+    pub share_images: bool,
+    /// Seconds an image server stays after its last container.
+    pub share_linger: u64,
 }
 
 impl Default for SiteConfig {
@@ -35,6 +45,8 @@ impl Default for SiteConfig {
             deny_bind_paths: Vec::new(),
             mount_home: true,
             mount_tmp: true,
+            share_images: true,
+            share_linger: DEFAULT_LINGER,
         }
     }
 }
@@ -91,6 +103,16 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<SiteConfig> {
             "deny bind path" => conf.deny_bind_paths.push(PathBuf::from(value)),
             "mount home" => conf.mount_home = yes_no()?,
             "mount tmp" => conf.mount_tmp = yes_no()?,
+            "share images" => conf.share_images = yes_no()?,
+            "share linger" => {
+                conf.share_linger = value.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "config {} line {}: 'share linger' takes seconds",
+                        path.display(),
+                        n + 1
+                    )
+                })?
+            }
             _ => bail!(
                 "config {} line {}: unknown key '{key}'",
                 path.display(),

@@ -22,6 +22,7 @@ pub mod mounts;
 mod payload;
 pub mod plan;
 mod process;
+pub mod share;
 mod userns;
 
 use std::os::fd::OwnedFd;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::mount::{mount, MsFlags};
+use nix::sched::CloneFlags;
 use nix::unistd::{fork, ForkResult};
 
 use crate::squashfs::Archive;
@@ -74,22 +76,51 @@ pub struct Container {
     pub writable_tmpfs: bool,
     /// `--pwd` was given: failing to enter it is an error, not a warning.
     pub cwd_required: bool,
+    /// Join (or start) the image's shared server instead of serving FUSE in-process.
+    pub share: Option<share::ShareSpec>,
 }
 
 /// Runs the container to completion and returns the exit status rsing should end with.
 pub fn run(container: Container) -> Result<i32, Error> {
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::Setup(format!("cannot create a pipe: {e}")))?;
+    let joined = match (&container.root, &container.share) {
+        (RootSource::Squashfs { .. }, Some(spec)) => match share::join(spec) {
+            Ok(joined) => Some(joined),
+            Err(e) => {
+                tracing::info!("image server unavailable ({e}); serving the image in-process");
+                None
+            }
+        },
+        _ => None,
+    };
     process::block_supervised().map_err(|e| Error::Setup(format!("cannot block signals: {e}")))?;
-    userns::enter(container.plan.uid_inside, container.plan.gid_inside)?;
-    // Opened inside the user namespace: the kernel refuses a FUSE mount whose /dev/fuse file
-    // was opened under another user namespace.
-    let dev_fuse = match container.root {
-        RootSource::Squashfs { .. } => Some(open_dev_fuse()?),
-        RootSource::Directory(_) => None,
+    let dev_fuse = match (&joined, &container.root) {
+        (Some(j), _) => {
+            nix::sched::setns(&j.userns, CloneFlags::CLONE_NEWUSER).map_err(|e| {
+                Error::Setup(format!(
+                    "cannot join the image server's user namespace: {e}"
+                ))
+            })?;
+            nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+                .map_err(|e| Error::Setup(format!("cannot create a mount namespace: {e}")))?;
+            None
+        }
+        (None, RootSource::Squashfs { .. }) => {
+            userns::enter(container.plan.uid_inside, container.plan.gid_inside)?;
+            // Opened inside the user namespace: the kernel refuses a FUSE mount whose
+            // /dev/fuse file was opened under another user namespace.
+            Some(open_dev_fuse()?)
+        }
+        (None, RootSource::Directory(_)) => {
+            userns::enter(container.plan.uid_inside, container.plan.gid_inside)?;
+            None
+        }
     };
     prepare_base(&container)?;
-    if let (Some(fd), RootSource::Squashfs { .. }) = (&dev_fuse, &container.root) {
+    if let Some(j) = &joined {
+        share::attach(&j.mount, Path::new(&format!("{BASE}/image"))).map_err(Error::Setup)?;
+    } else if let (Some(fd), RootSource::Squashfs { .. }) = (&dev_fuse, &container.root) {
         crate::fuse::mount(
             fd,
             Path::new(&format!("{BASE}/image")),
@@ -124,6 +155,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
             }
             let failure = process::read_report(report_read);
             let code = process::supervise(child);
+            drop(joined);
             match failure {
                 Some((code, message)) => Err(Error::Payload { code, message }),
                 None => Ok(code),
@@ -132,7 +164,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
     }
 }
 
-fn open_dev_fuse() -> Result<OwnedFd, Error> {
+pub(crate) fn open_dev_fuse() -> Result<OwnedFd, Error> {
     let fd = nix::fcntl::open(
         "/dev/fuse",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,

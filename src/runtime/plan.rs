@@ -285,14 +285,13 @@ fn place(wanted: Vec<MountOp>, tree: &dyn Tree) -> Result<(Vec<MountOp>, Vec<Stu
         if !nested {
             let found = tree::resolve(tree, op.dst()).map_err(|e| image_lookup(&dst, e))?;
             match (found.kind, src_is_dir) {
-                (None, dir) => {
-                    if !stubs.iter().any(|s| s.path == found.path) {
-                        stubs.push(Stub {
-                            path: found.path.clone(),
-                            dir,
-                        });
-                    }
+                (None, dir) if !stubs.iter().any(|s| s.path == found.path) => {
+                    stubs.push(Stub {
+                        path: found.path.clone(),
+                        dir,
+                    });
                 }
+                (None, _) => {}
                 (Some(NodeKind::Dir), false) => {
                     return Err(Error::Image(format!(
                         "cannot bind a file onto {dst}: it is a directory in the image"

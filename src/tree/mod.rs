@@ -7,7 +7,6 @@
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use crate::squashfs::{Archive, FileKind};
@@ -135,8 +134,6 @@ impl Tree for DirTree {
                     NodeKind::File
                 } else if ft.is_symlink() {
                     NodeKind::Symlink
-                } else if ft.is_fifo() || ft.is_socket() || ft.is_char_device() {
-                    NodeKind::Other
                 } else {
                     NodeKind::Other
                 }))

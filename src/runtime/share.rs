@@ -1,0 +1,429 @@
+//! The shared image server: one FUSE mount per user, image and node, shared by every container
+//! of that image, and kept alive a few seconds after the last one exits.
+//!
+//! Why: a FUSE mount starts with a cold page cache, so a runtime that mounts the image afresh
+//! for every start reads and decompresses the same blocks (the shell, libc, python) every
+//! time. When the server of the image is already running, a start joins its user namespace
+//! and receives a clone of its FUSE mount (`open_tree`), so the kernel's page, dentry and
+//! attribute caches are warm. This is also how MPI ranks and job-array tasks on one node share
+//! one mount.
+//!
+//! Protocol: the server listens on `<rundir>/<key>.sock` (a private 0700 directory). A client
+//! connects, checks that the peer is its own uid, and receives two fds (the server's user
+//! namespace and a detached clone of the mount) plus `ok`. It keeps the connection open for as
+//! long as its container runs; the server serves until every client has gone and the linger
+//! time has passed, then removes its socket and exits. Starting a server is serialised by a
+//! lock file, so that a job array starting at once spawns one server, not a hundred.
+
+use std::io::{BufRead, BufReader, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
+
+use crate::squashfs::Archive;
+
+/// How to find or start the server of one image.
+#[derive(Debug, Clone)]
+pub struct ShareSpec {
+    pub image: PathBuf,
+    pub offset: u64,
+    pub uid_inside: u32,
+    pub gid_inside: u32,
+    pub fsname: String,
+    /// Seconds the server stays after its last client.
+    pub linger: u64,
+    pub socket: PathBuf,
+    pub lock: PathBuf,
+}
+
+/// A joined server: its user namespace, a mount of the image, and the connection that keeps
+/// the server serving (close-on-exec: only this process holds it).
+pub struct Joined {
+    pub userns: OwnedFd,
+    pub mount: OwnedFd,
+    pub _connection: UnixStream,
+}
+
+/// The per-user directory for sockets and locks: `$XDG_RUNTIME_DIR/rsing` when that is a
+/// private directory of ours, else `/tmp/rsing-UID`. Refused (sharing off) when it is not a
+/// directory owned by us with mode 0700: another user must not be able to plant a socket.
+pub fn runtime_dir(xdg_runtime_dir: Option<&str>) -> Option<PathBuf> {
+    let uid = nix::unistd::getuid().as_raw();
+    let dir = match xdg_runtime_dir.map(PathBuf::from) {
+        Some(x) if private_dir(&x, uid) => x.join("rsing"),
+        _ => PathBuf::from(format!("/tmp/rsing-{uid}")),
+    };
+    if let Err(e) = std::fs::create_dir(&dir) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return None;
+        }
+    } else {
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    }
+    private_dir(&dir, uid).then_some(dir)
+}
+
+fn private_dir(dir: &Path, uid: u32) -> bool {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) => m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0,
+        Err(_) => false,
+    }
+}
+
+/// The server identity of an image: the same file (device, inode, size, mtime), partition
+/// offset and id mapping, and the same rsing version.
+pub fn spec(
+    image: &Path,
+    offset: u64,
+    uid_inside: u32,
+    gid_inside: u32,
+    fsname: &str,
+    linger: u64,
+    rundir: &Path,
+) -> Option<ShareSpec> {
+    let meta = std::fs::metadata(image).ok()?;
+    let mut h = Fnv::new();
+    h.write(image.as_os_str().as_encoded_bytes());
+    for n in [
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() as u64,
+        meta.mtime_nsec() as u64,
+        offset,
+        uid_inside as u64,
+        gid_inside as u64,
+    ] {
+        h.write(&n.to_le_bytes());
+    }
+    h.write(env!("CARGO_PKG_VERSION").as_bytes());
+    let key = format!("{:016x}", h.0);
+    Some(ShareSpec {
+        image: image.to_path_buf(),
+        offset,
+        uid_inside,
+        gid_inside,
+        fsname: fsname.to_string(),
+        linger,
+        socket: rundir.join(format!("{key}.sock")),
+        lock: rundir.join(format!("{key}.lock")),
+    })
+}
+
+/// 64-bit FNV-1a: enough to tell images apart in a private directory.
+struct Fnv(u64);
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 ^= 0xff;
+    }
+}
+
+/// Joins the image's server, starting one if none answers.
+pub fn join(spec: &ShareSpec) -> Result<Joined, String> {
+    if let Ok(joined) = connect(spec) {
+        return Ok(joined);
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&spec.lock)
+        .map_err(|e| format!("lock {}: {e}", spec.lock.display()))?;
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("lock {}: {e}", spec.lock.display()))?;
+    // Another start may have brought a server up while we waited for the lock.
+    if let Ok(joined) = connect(spec) {
+        return Ok(joined);
+    }
+    start_server(spec)?;
+    connect(spec)
+}
+
+fn connect(spec: &ShareSpec) -> Result<Joined, String> {
+    let stream = UnixStream::connect(&spec.socket).map_err(|e| format!("connect: {e}"))?;
+    let creds = socket::getsockopt(&stream, socket::sockopt::PeerCredentials)
+        .map_err(|e| format!("peer credentials: {e}"))?;
+    if creds.uid() != nix::unistd::getuid().as_raw() {
+        return Err("the image server runs as another user".into());
+    }
+    let mut buf = [0u8; 2];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let msg = socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receive: {e}"))?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for cmsg in msg.cmsgs().map_err(|e| format!("receive: {e}"))? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in our table for us.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let n = msg.bytes;
+    if n != 2 || &buf != b"ok" || fds.len() != 2 {
+        return Err("the image server refused the connection".into());
+    }
+    let mount = fds.pop().expect("two fds");
+    let userns = fds.pop().expect("two fds");
+    Ok(Joined {
+        userns,
+        mount,
+        _connection: stream,
+    })
+}
+
+/// Starts `rsing __serve` for the image, detached, and waits until it listens.
+fn start_server(spec: &ShareSpec) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let mut child = Command::new(exe)
+        .arg("__serve")
+        .arg(&spec.image)
+        .arg(spec.offset.to_string())
+        .arg(spec.uid_inside.to_string())
+        .arg(spec.gid_inside.to_string())
+        .arg(spec.linger.to_string())
+        .arg(&spec.socket)
+        .arg(&spec.fsname)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting the image server: {e}"))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let _ = child.wait();
+    match line.trim() {
+        "ready" => Ok(()),
+        other => Err(format!("the image server did not start: {other}")),
+    }
+}
+
+/// Arguments of the hidden `rsing __serve` command (see [`start_server`]).
+pub struct ServeArgs {
+    pub image: PathBuf,
+    pub offset: u64,
+    pub uid_inside: u32,
+    pub gid_inside: u32,
+    pub linger: u64,
+    pub socket: PathBuf,
+    pub fsname: String,
+}
+
+/// The server process: prints `ready` (or `error: …`) on stdout, then serves until it has been
+/// idle for the linger time. Never returns.
+pub fn serve(args: ServeArgs) -> ! {
+    match prepare_server(&args) {
+        Ok((archive, listener, dev_fuse, userns)) => {
+            println!("ready");
+            // Detach: the parent (waited for by the starting rsing) exits, the server lives on
+            // in a new session, away from the terminal's signals.
+            // SAFETY: still single-threaded.
+            match unsafe { nix::unistd::fork() } {
+                Ok(nix::unistd::ForkResult::Parent { .. }) => std::process::exit(0),
+                Ok(nix::unistd::ForkResult::Child) => {}
+                Err(_) => std::process::exit(1),
+            }
+            let _ = nix::unistd::setsid();
+            // SAFETY: closing our stdout (the pipe to the starter) so it sees EOF.
+            unsafe {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                libc::dup2(null, 1);
+            }
+            if crate::fuse::serve(archive, dev_fuse).is_err() {
+                std::process::exit(1);
+            }
+            control_loop(&args, listener, userns);
+            std::process::exit(0)
+        }
+        Err(e) => {
+            println!("error: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+type Prepared = (Arc<Archive>, UnixListener, OwnedFd, OwnedFd);
+
+fn prepare_server(args: &ServeArgs) -> Result<Prepared, String> {
+    let archive =
+        Arc::new(Archive::open_path(&args.image, args.offset).map_err(|e| e.to_string())?);
+    // Bind under a private name, then rename into place: a stale socket of a dead server is
+    // replaced atomically, never unlinked under a live one's feet.
+    let tmp = args
+        .socket
+        .with_extension(format!("sock.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(|e| format!("bind {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.socket)
+        .map_err(|e| format!("rename {}: {e}", args.socket.display()))?;
+    super::userns::enter(args.uid_inside, args.gid_inside).map_err(|e| e.to_string())?;
+    let dev_fuse = super::open_dev_fuse().map_err(|e| e.to_string())?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("private mount tree: {e}"))?;
+    super::mounts::tmpfs(Path::new(super::BASE), 0o700)?;
+    let target = Path::new(super::BASE).join("image");
+    std::fs::create_dir(&target).map_err(|e| format!("mkdir: {e}"))?;
+    crate::fuse::mount(
+        &dev_fuse,
+        &target,
+        &args.fsname,
+        args.uid_inside,
+        args.gid_inside,
+    )
+    .map_err(|e| format!("FUSE mount: {e}"))?;
+    let userns = nix::fcntl::open(
+        "/proc/self/ns/user",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("own user namespace: {e}"))?;
+    Ok((archive, listener, dev_fuse, userns))
+}
+
+/// Accepts clients, hands each a clone of the mount, and returns once no client has been
+/// connected for the linger time.
+fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let me = std::fs::metadata(&args.socket).map(|m| m.ino()).ok();
+    let linger = Duration::from_secs(args.linger);
+    let mut clients: Vec<UnixStream> = Vec::new();
+    let mut idle_since = Instant::now();
+    loop {
+        let timeout = if clients.is_empty() {
+            let left = linger.saturating_sub(idle_since.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+        } else {
+            PollTimeout::NONE
+        };
+        let mut fds: Vec<PollFd> = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        fds.extend(
+            clients
+                .iter()
+                .map(|c| PollFd::new(c.as_fd(), PollFlags::POLLIN)),
+        );
+        if poll(&mut fds, timeout).is_err() {
+            continue;
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        let before = clients.len();
+        // A readable client socket means it closed (clients never send anything).
+        for i in (0..before).rev() {
+            if ready[i + 1] {
+                clients.swap_remove(i);
+            }
+        }
+        if ready[0] {
+            if let Ok((stream, _)) = listener.accept() {
+                if hand_over(&stream, &userns, args.uid_inside).is_ok() {
+                    clients.push(stream);
+                }
+            }
+        }
+        if clients.is_empty() && before > 0 {
+            idle_since = Instant::now();
+        }
+    }
+    // Remove the socket only if it is still ours (a newer server may have replaced it).
+    if std::fs::metadata(&args.socket).map(|m| m.ino()).ok() == me {
+        let _ = std::fs::remove_file(&args.socket);
+    }
+}
+
+fn hand_over(stream: &UnixStream, userns: &OwnedFd, uid_inside: u32) -> Result<(), String> {
+    let creds =
+        socket::getsockopt(stream, socket::sockopt::PeerCredentials).map_err(|e| e.to_string())?;
+    if creds.uid() != uid_inside {
+        return Err("client of another user".into());
+    }
+    let mount = open_tree_clone(&Path::new(super::BASE).join("image"))?;
+    let fds = [userns.as_raw_fd(), mount.as_raw_fd()];
+    socket::sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(b"ok")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A detached copy of the mount at `path` (open_tree(2) with OPEN_TREE_CLONE).
+fn open_tree_clone(path: &Path) -> Result<OwnedFd, String> {
+    let c = super::mounts::cstring(path);
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    // SAFETY: open_tree with a valid C path; returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(format!("open_tree: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the syscall returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Attaches a detached mount (from the server) at `target` (move_mount(2)).
+pub fn attach(mount: &OwnedFd, target: &Path) -> Result<(), String> {
+    let c = super::mounts::cstring(target);
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    // SAFETY: move_mount with a valid fd, an empty source path and a valid C target path.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(format!(
+            "move_mount onto {}: {}",
+            target.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
