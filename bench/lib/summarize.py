@@ -9,8 +9,9 @@ RUNDIR/manifest.tsv  section, case, contender-id, label, status, payload, is_ref
                      status "na"  -> payload is the reason
 RUNDIR/notes.txt     free-form notes appended under the tables (optional)
 
-Only the standard library is used; medians are taken from the raw "times"
-array (hyperfine's own "median" field is used when "times" is absent).
+Only the standard library is used. A contender's payload may list several JSON
+files (comma-separated, one per round); statistics are computed over the
+union of their raw "times" arrays.
 """
 import json
 import os
@@ -45,21 +46,27 @@ def fmt_t(s):
     return f"{s * 1e3:.2f} ms"
 
 
-def load(path):
-    with open(path) as f:
-        data = json.load(f)
-    r = data["results"][0]
-    times = r.get("times") or []
-    med = statistics.median(times) if times else r.get("median", r["mean"])
+def load(paths):
+    """Merge the rounds (one hyperfine JSON each) of one contender."""
+    times, users, systems, n_u = [], 0.0, 0.0, 0
+    for path in paths.split(","):
+        with open(path) as f:
+            r = json.load(f)["results"][0]
+        t = r.get("times") or [r["mean"]]
+        times.extend(t)
+        if r.get("user") is not None:
+            users += r["user"] * len(t)
+            systems += r["system"] * len(t)
+            n_u += len(t)
     return {
-        "median": med,
-        "mean": r["mean"],
-        "stddev": r.get("stddev") or 0.0,
-        "min": r["min"],
-        "max": r["max"],
+        "median": statistics.median(times),
+        "mean": statistics.fmean(times),
+        "stddev": statistics.stdev(times) if len(times) > 1 else 0.0,
+        "min": min(times),
+        "max": max(times),
         "runs": len(times),
-        "user": r.get("user"),
-        "system": r.get("system"),
+        "user": users / n_u if n_u else None,
+        "system": systems / n_u if n_u else None,
     }
 
 
@@ -109,8 +116,8 @@ def main():
     for sec in sections:
         out.append(f"## {SECTION_TITLES.get(sec, sec)}")
         out.append("")
-        out.append("| Image / case | Contender | Median | Mean ± σ | Min … Max | User / Sys | Ratio vs ref |")
-        out.append("|---|---|---:|---:|---:|---:|---:|")
+        out.append("| Image / case | Contender | Median | Mean ± σ | Min … Max | Runs | User / Sys | Ratio vs ref |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|")
         cases = []
         for r in rows:
             if r["section"] == sec and r["case"] not in cases:
@@ -122,7 +129,7 @@ def main():
             for r in crow:
                 lab = r["label"] + (" **(ref)**" if r["ref"] else "")
                 if r["res"] is None:
-                    out.append(f"| {case} | {lab} | n/a: {r['payload']} | | | | |")
+                    out.append(f"| {case} | {lab} | n/a: {r['payload']} | | | | | |")
                     continue
                 x = r["res"]
                 ratio = f"{x['median'] / refmed:.2f}×" if refmed else "–"
@@ -132,7 +139,7 @@ def main():
                 out.append(
                     f"| {case} | {lab} | **{fmt_t(x['median'])}** | "
                     f"{fmt_t(x['mean'])} ± {fmt_t(x['stddev'])} | "
-                    f"{fmt_t(x['min'])} … {fmt_t(x['max'])} | {us} | {ratio} |")
+                    f"{fmt_t(x['min'])} … {fmt_t(x['max'])} | {x['runs']} | {us} | {ratio} |")
         out.append("")
 
     # targets
