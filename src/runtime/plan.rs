@@ -340,8 +340,8 @@ mod tests {
         }
     }
 
-    fn image() -> (PathBuf, DirTree) {
-        let dir = std::env::temp_dir().join(format!("rsing-plan-{}", std::process::id()));
+    fn image(name: &str) -> (PathBuf, DirTree) {
+        let dir = std::env::temp_dir().join(format!("rsing-plan-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("etc")).unwrap();
         std::fs::create_dir_all(dir.join("usr/bin")).unwrap();
@@ -351,7 +351,7 @@ mod tests {
 
     #[test]
     fn default_plan_binds_home_and_stubs_missing_targets() {
-        let (dir, tree) = image();
+        let (dir, tree) = image("default");
         let home = std::env::temp_dir();
         let opts = Options {
             mount_home: true,
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn missing_bind_source_names_the_path() {
-        let (dir, tree) = image();
+        let (dir, tree) = image("missing");
         let opts = Options {
             binds: vec![BindSpec {
                 src: "/no/such/dir".into(),

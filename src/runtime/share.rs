@@ -235,7 +235,7 @@ pub struct ServeArgs {
 /// idle for the linger time. Never returns.
 pub fn serve(args: ServeArgs) -> ! {
     match prepare_server(&args) {
-        Ok((archive, listener, dev_fuse, userns)) => {
+        Ok((archive, listener, dev_fuse, userns, entry)) => {
             println!("ready");
             // Detach: the parent (waited for by the starting rsing) exits, the server lives on
             // in a new session, away from the terminal's signals.
@@ -255,6 +255,7 @@ pub fn serve(args: ServeArgs) -> ! {
                 std::process::exit(1);
             }
             control_loop(&args, listener, userns);
+            entry.remove_if_ours();
             std::process::exit(0)
         }
         Err(e) => {
@@ -264,7 +265,35 @@ pub fn serve(args: ServeArgs) -> ! {
     }
 }
 
-type Prepared = (Arc<Archive>, UnixListener, OwnedFd, OwnedFd);
+type Prepared = (Arc<Archive>, UnixListener, OwnedFd, OwnedFd, SocketEntry);
+
+/// The socket's directory entry, reachable after the server has mounted its own tmpfs over
+/// /tmp (where the run directory usually is): a directory fd opened before, and the name.
+struct SocketEntry {
+    dir: std::fs::File,
+    name: std::ffi::OsString,
+    inode: u64,
+}
+
+impl SocketEntry {
+    /// Removes the socket if it is still ours (a newer server may have replaced it).
+    fn remove_if_ours(&self) {
+        use nix::fcntl::AtFlags;
+        let still_ours = nix::sys::stat::fstatat(
+            &self.dir,
+            self.name.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok_and(|st| st.st_ino == self.inode);
+        if still_ours {
+            let _ = nix::unistd::unlinkat(
+                &self.dir,
+                self.name.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+    }
+}
 
 fn prepare_server(args: &ServeArgs) -> Result<Prepared, String> {
     let archive =
@@ -278,6 +307,25 @@ fn prepare_server(args: &ServeArgs) -> Result<Prepared, String> {
     let listener = UnixListener::bind(&tmp).map_err(|e| format!("bind {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &args.socket)
         .map_err(|e| format!("rename {}: {e}", args.socket.display()))?;
+    let entry = SocketEntry {
+        dir: std::fs::File::open(args.socket.parent().unwrap_or(Path::new("/")))
+            .map_err(|e| format!("run directory: {e}"))?,
+        name: args.socket.file_name().unwrap_or_default().to_os_string(),
+        inode: std::fs::metadata(&args.socket)
+            .map(|m| m.ino())
+            .map_err(|e| e.to_string())?,
+    };
+    match mount_for_clients(args) {
+        Ok((dev_fuse, userns)) => Ok((archive, listener, dev_fuse, userns, entry)),
+        Err(e) => {
+            entry.remove_if_ours();
+            Err(e)
+        }
+    }
+}
+
+/// The server's own namespaces and FUSE mount: (the /dev/fuse fd, its user namespace fd).
+fn mount_for_clients(args: &ServeArgs) -> Result<(OwnedFd, OwnedFd), String> {
     super::userns::enter(args.uid_inside, args.gid_inside).map_err(|e| e.to_string())?;
     let dev_fuse = super::open_dev_fuse().map_err(|e| e.to_string())?;
     nix::mount::mount(
@@ -305,14 +353,13 @@ fn prepare_server(args: &ServeArgs) -> Result<Prepared, String> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| format!("own user namespace: {e}"))?;
-    Ok((archive, listener, dev_fuse, userns))
+    Ok((dev_fuse, userns))
 }
 
 /// Accepts clients, hands each a clone of the mount, and returns once no client has been
 /// connected for the linger time.
 fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let me = std::fs::metadata(&args.socket).map(|m| m.ino()).ok();
     let linger = Duration::from_secs(args.linger);
     let mut clients: Vec<UnixStream> = Vec::new();
     let mut idle_since = Instant::now();
@@ -357,10 +404,6 @@ fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd) {
         if clients.is_empty() && before > 0 {
             idle_since = Instant::now();
         }
-    }
-    // Remove the socket only if it is still ours (a newer server may have replaced it).
-    if std::fs::metadata(&args.socket).map(|m| m.ino()).ok() == me {
-        let _ = std::fs::remove_file(&args.socket);
     }
 }
 

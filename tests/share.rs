@@ -1,0 +1,113 @@
+//! The shared image server: containers of one image share one FUSE mount (so the kernel's
+//! caches stay warm across starts), the server goes away after its linger time, and
+//! `RSING_SHARE=no` serves in-process.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::fixtures::BUSYBOX;
+use crate::util::{processes_matching, TestEnv};
+
+/// A private copy of the busybox image, so that no other test's server serves it.
+fn private_image(t: &TestEnv, fixture: &Path) -> PathBuf {
+    let copy = t.dir.join("private.sqfs");
+    std::fs::copy(fixture, &copy).expect("copying the image");
+    copy
+}
+
+fn servers_of(image: &Path) -> usize {
+    processes_matching(&format!("__serve {}", image.display())).len()
+}
+
+fn server_pids(image: &Path) -> Vec<u32> {
+    processes_matching(&format!("__serve {}", image.display()))
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Runs `true` in the image with sharing `on` or off, lingering long enough for the next start.
+fn start(t: &TestEnv, image: &Path, share: &str) {
+    t.exec(image, ["true"])
+        .env("RSING_SHARE", share)
+        .env("RSING_SHARE_LINGER", "30")
+        .assert_exit(0);
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn consecutive_starts_share_one_server() {
+    let t = TestEnv::new();
+    let img = private_image(&t, &image!(BUSYBOX));
+    start(&t, &img, "yes");
+    let first = server_pids(&img);
+    assert_eq!(
+        first.len(),
+        1,
+        "the first start should leave its server lingering"
+    );
+    start(&t, &img, "yes");
+    assert_eq!(
+        server_pids(&img),
+        first,
+        "the second start did not join the first server"
+    );
+}
+
+#[test]
+fn without_sharing_no_server_is_started() {
+    let t = TestEnv::new();
+    let img = private_image(&t, &image!(BUSYBOX));
+    start(&t, &img, "no");
+    assert_eq!(servers_of(&img), 0, "RSING_SHARE=no started a server");
+}
+
+#[test]
+fn concurrent_containers_share_the_server_and_it_leaves_after_linger() {
+    let t = TestEnv::new();
+    let img = private_image(&t, &image!(BUSYBOX));
+    let fifo = t.home.join("go"); // $HOME is bound into the container
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let script = format!("echo ready; read line < {}; echo got $line", fifo.display());
+    let mut running = t
+        .exec(&img, ["sh", "-c", &script])
+        .env("RSING_SHARE_LINGER", "1")
+        .spawn();
+    running.wait_for_line("ready");
+    let out = t
+        .exec(&img, ["echo", "second"])
+        .env("RSING_SHARE_LINGER", "1")
+        .stdout_str();
+    assert_eq!(out, "second");
+    assert_eq!(
+        servers_of(&img),
+        1,
+        "two containers of one image should share one server"
+    );
+    std::fs::write(&fifo, "go\n").expect("releasing the first container");
+    running.assert_exit(0);
+    wait_until(
+        "the server exits after its linger time",
+        Duration::from_secs(10),
+        || servers_of(&img) == 0,
+    );
+    // Every socket left in the run directory belongs to a live server.
+    let rundir = format!("/tmp/rsing-{}", nix::unistd::getuid());
+    for entry in std::fs::read_dir(&rundir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "sock") {
+            assert!(
+                std::os::unix::net::UnixStream::connect(&path).is_ok(),
+                "stale socket left behind: {}",
+                path.display()
+            );
+        }
+    }
+}
