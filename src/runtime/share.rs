@@ -246,6 +246,8 @@ pub fn serve(args: ServeArgs) -> ! {
                 Err(_) => std::process::exit(1),
             }
             let _ = nix::unistd::setsid();
+            // Hold no directory of the user's busy (an NFS cwd could not be unmounted).
+            let _ = std::env::set_current_dir("/");
             // SAFETY: closing our stdout (the pipe to the starter) so it sees EOF.
             unsafe {
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
