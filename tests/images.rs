@@ -53,6 +53,24 @@ fn sif_runs() {
 }
 
 #[test]
+fn sif_in_apptainer_layout_runs() {
+    assert_runs(Fixture::SifApptainer);
+}
+
+#[test]
+fn sif_in_singularity3_layout_runs() {
+    assert_runs(Fixture::SifSingularity3);
+}
+
+/// The OCI config stored in a SIF provides environment variables without env scripts.
+#[test]
+fn sif_oci_config_env_reaches_the_container() {
+    let t = TestEnv::new();
+    let img = image!(Fixture::SifApptainer);
+    assert_eq!(t.sh(&img, "echo $OCIVAR"), "from-oci-config");
+}
+
+#[test]
 fn sandbox_directory_runs() {
     assert_runs(Fixture::Sandbox);
 }

@@ -7,12 +7,11 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
     KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry,
     ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
@@ -22,11 +21,15 @@ use crate::squashfs::{Archive, DirEntry, FileKind, Inode, InodeRef};
 /// The image is immutable: cached answers never go stale.
 const TTL: Duration = Duration::from_secs(3600);
 
+/// Directory listings kept decoded (the kernel caches directory pages itself; this only spares
+/// re-decoding while one large directory is paged through).
+const LISTINGS_KEPT: usize = 64;
+
 pub struct SquashFs {
     archive: Arc<Archive>,
-    /// Directory listings, loaded once per opendir and shared by the readdir calls after it.
+    /// Recently listed directories (by node id), so that paging through a large directory
+    /// decodes it once, not once per READDIR.
     listings: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
-    next_handle: AtomicU64,
 }
 
 impl SquashFs {
@@ -34,7 +37,6 @@ impl SquashFs {
         SquashFs {
             archive,
             listings: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
         }
     }
 
@@ -79,17 +81,24 @@ impl SquashFs {
         }
     }
 
-    fn listing(&self, ino: INodeNo, fh: FileHandle) -> Result<Arc<Vec<DirEntry>>, Errno> {
+    fn listing(&self, ino: INodeNo) -> Result<Arc<Vec<DirEntry>>, Errno> {
         if let Some(list) = self
             .listings
             .lock()
             .ok()
-            .and_then(|m| m.get(&fh.0).cloned())
+            .and_then(|m| m.get(&ino.0).cloned())
         {
             return Ok(list);
         }
         let dir = self.inode(ino)?;
-        Ok(Arc::new(self.archive.read_dir(&dir).map_err(io_error)?))
+        let list = Arc::new(self.archive.read_dir(&dir).map_err(io_error)?);
+        if let Ok(mut map) = self.listings.lock() {
+            if map.len() >= LISTINGS_KEPT {
+                map.clear();
+            }
+            map.insert(ino.0, list.clone());
+        }
+        Ok(list)
     }
 }
 
@@ -139,6 +148,8 @@ impl Filesystem for SquashFs {
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ASYNC_READ,
+            InitFlags::FUSE_NO_OPEN_SUPPORT,
+            InitFlags::FUSE_NO_OPENDIR_SUPPORT,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -183,11 +194,11 @@ impl Filesystem for SquashFs {
         }
     }
 
-    fn open(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
-            return reply.error(Errno::EROFS);
-        }
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+    /// ENOSYS with FUSE_NO_OPEN_SUPPORT: the kernel stops sending OPEN and RELEASE (two round
+    /// trips per file) and keeps file pages cached across opens (FOPEN_KEEP_CACHE by default).
+    /// Writes never get here: the mount is read-only.
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn read(
@@ -222,35 +233,22 @@ impl Filesystem for SquashFs {
         reply.data(&buf[..done]);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let dir = match self.inode(ino) {
-            Ok(d) => d,
-            Err(e) => return reply.error(e),
-        };
-        match self.archive.read_dir(&dir) {
-            Ok(list) => {
-                let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut map) = self.listings.lock() {
-                    map.insert(fh, Arc::new(list));
-                }
-                reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-                );
-            }
-            Err(e) => reply.error(io_error(e)),
-        }
+    /// ENOSYS with FUSE_NO_OPENDIR_SUPPORT: no OPENDIR/RELEASEDIR round trips, and the kernel
+    /// caches directory contents (FOPEN_CACHE_DIR by default). Listings are decoded on the
+    /// first READDIR and kept in a small cache for the calls that page through a large one.
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.listing(ino, fh) {
+        let list = match self.listing(ino) {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
@@ -280,11 +278,11 @@ impl Filesystem for SquashFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let list = match self.listing(ino, fh) {
+        let list = match self.listing(ino) {
             Ok(l) => l,
             Err(e) => return reply.error(e),
         };
@@ -313,20 +311,6 @@ impl Filesystem for SquashFs {
             ) {
                 break;
             }
-        }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: fuser::ReplyEmpty,
-    ) {
-        if let Ok(mut map) = self.listings.lock() {
-            map.remove(&fh.0);
         }
         reply.ok();
     }
