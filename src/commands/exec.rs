@@ -66,6 +66,7 @@ pub fn run(
     image_arg: &str,
     action: Action,
 ) -> anyhow::Result<i32> {
+    let started = std::time::Instant::now();
     let site = siteconf::load(global.config.as_deref())?;
     let host = HostFacts::gather().context("cannot read the calling process's state")?;
     let opened = image::open(Path::new(image_arg))?;
@@ -91,11 +92,13 @@ pub fn run(
         ),
     };
     let tree = tree.tree();
+    tracing::debug!(us = started.elapsed().as_micros() as u64, "image opened");
     let options = options(args, &site, &host)?;
     let plan = plan::build(&options, &host, tree)?;
     let env = env_layers(args, &options, &host, &opened, tree, &plan, &action)?;
     let argv = command_line(action, &opened, tree)?;
     let share = share_spec(&site, &host, &opened, &plan);
+    tracing::debug!(us = started.elapsed().as_micros() as u64, "launch planned");
     let container = Container {
         root,
         fsname: opened.path.to_string_lossy().into_owned(),

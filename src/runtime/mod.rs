@@ -94,6 +94,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
         },
         _ => None,
     };
+    tracing::debug!(shared = joined.is_some(), "image server consulted");
     process::block_supervised().map_err(|e| Error::Setup(format!("cannot block signals: {e}")))?;
     let dev_fuse = match (&joined, &container.root) {
         (Some(j), _) => {
