@@ -70,6 +70,19 @@ fn prng(seed: u32, n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Incompressible bytes (blocks and fragments end up stored uncompressed).
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 fn meta(mode: u16, uid: u32, gid: u32, mtime: u32) -> Metadata {
     Metadata {
         mode,
@@ -298,6 +311,11 @@ fn rich(img: &mut Img, bs: usize, big: bool) {
         meta(0o644, 0, 0, T0),
         vec![0u8; bs * 5 / 2],
     );
+    img.file(
+        b"/files/random",
+        meta(0o644, 0, 0, T0),
+        noise(6, bs * 5 / 2),
+    );
     if big {
         let mut sparse = vec![0u8; 20 << 20];
         sparse[..3 << 19].copy_from_slice(&prng(3, 3 << 19));
@@ -517,6 +535,25 @@ fn check_extract(img: &Path, offset: u64, exp: &BTreeMap<Vec<u8>, Exp>) {
 
 /// Compares a directory tree on disk (extracted or mounted) with the model.
 fn check_tree(root: &Path, exp: &BTreeMap<Vec<u8>, Exp>, check_dir_mtime: bool) {
+    check_tree_x(root, exp, check_dir_mtime, false)
+}
+
+/// Reads one xattr of `p` (not following symlinks).
+fn lgetxattr(p: &Path, name: &[u8]) -> Option<Vec<u8>> {
+    let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let cn = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid NUL-terminated strings and buffer.
+    let n =
+        unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+fn check_tree_x(root: &Path, exp: &BTreeMap<Vec<u8>, Exp>, check_dir_mtime: bool, xattrs: bool) {
     let euid = unsafe { libc::geteuid() };
     let mut inos: BTreeMap<usize, u64> = BTreeMap::new();
     let mut count = 0;
@@ -564,6 +601,11 @@ fn check_tree(root: &Path, exp: &BTreeMap<Vec<u8>, Exp>, check_dir_mtime: bool) 
             assert_eq!(md.mtime(), i64::from(e.meta.mtime), "{what}: mtime");
         }
         match e.kind {
+            FileKind::File if xattrs && !e.meta.xattrs.is_empty() => {
+                check_xattrs(&p, e);
+                let data = std::fs::read(&p).unwrap();
+                assert!(data == *e.content, "{what}: content differs");
+            }
             FileKind::File => {
                 let data = std::fs::read(&p).unwrap();
                 assert!(data == *e.content, "{what}: content differs");
@@ -683,6 +725,35 @@ fn check_reader(img: &Path, offset: u64, exp: &BTreeMap<Vec<u8>, Exp>, s: &Summa
     );
 }
 
+fn check_xattrs(p: &Path, e: &Exp) {
+    for (name, value) in &e.meta.xattrs {
+        assert_eq!(
+            lgetxattr(p, name).as_ref(),
+            Some(value),
+            "{}: xattr {name:?}",
+            p.display()
+        );
+    }
+}
+
+/// Details of the rich image only visible through the reader internals.
+fn check_structure(img: &Path) {
+    use crate::squashfs::InodeData;
+    let ar = Archive::open_path(img, 0).unwrap();
+    let big = ar.resolve(b"/big").unwrap().unwrap();
+    match big.data {
+        InodeData::Dir { index_count, .. } => assert!(index_count >= 5, "{index_count}"),
+        _ => panic!("not a dir"),
+    }
+    let sparse = ar.resolve(b"/files/sparse20").unwrap().unwrap();
+    let holes = (20u64 << 20) / 131072 - 12 - 9;
+    assert_eq!(sparse.sparse_bytes(), holes * 131072);
+    assert!(ar.superblock().bytes_used < 8 << 20);
+    let random = ar.resolve(b"/files/random").unwrap().unwrap();
+    assert!(ar.read_file(&random).unwrap() == noise(6, 131072 * 5 / 2));
+    assert!(ar.superblock().flags & flags::EXPORTABLE != 0);
+}
+
 /// `rdsquashfs -x` (squashfs-tools-ng) as a second xattr reader, if present.
 fn check_rdsquashfs_xattrs(img: &Path, exp: &BTreeMap<Vec<u8>, Exp>) {
     if Command::new("rdsquashfs").arg("-h").output().is_err() {
@@ -766,6 +837,7 @@ fn rich_image_all_codecs() {
         assert_eq!(s.duplicate_files, 2, "{name}");
         assert_eq!(s.hard_links, 4, "{name}");
         check_reader(&path, 0, &exp, &s);
+        check_structure(&path);
         if tools {
             check_superblock(&path, 0, name, &s);
             check_lln(&path, 0, &exp);
@@ -830,6 +902,7 @@ fn devices_fifo_socket() {
     if have_tool("unsquashfs") {
         check_lln(&path, 0, &exp);
     }
+    kernel_mount_check(&path, &exp);
 }
 
 #[test]
@@ -855,6 +928,7 @@ fn prefix_offset() {
         check_lln(&path, 4096, &exp);
         check_extract(&path, 4096, &exp);
     }
+    kernel_mount_check_at(&path, 4096, &exp);
 }
 
 #[test]
@@ -949,6 +1023,7 @@ fn remove_and_replace() {
         check_lln(&path, 0, &exp);
         check_extract(&path, 0, &exp);
     }
+    kernel_mount_check(&path, &exp);
 }
 
 #[test]
@@ -1108,12 +1183,16 @@ fn rejects_unsupported_options() {
 /// As root, mounts the image with the kernel driver and compares the tree;
 /// silently does nothing when that is not possible.
 fn kernel_mount_check(img: &Path, exp: &BTreeMap<Vec<u8>, Exp>) {
+    kernel_mount_check_at(img, 0, exp)
+}
+
+fn kernel_mount_check_at(img: &Path, offset: u64, exp: &BTreeMap<Vec<u8>, Exp>) {
     if unsafe { libc::geteuid() } != 0 {
         return;
     }
     let mnt = TempDir::new("mnt");
     let ok = Command::new("mount")
-        .args(["-t", "squashfs", "-o", "loop,ro"])
+        .args(["-t", "squashfs", "-o", &format!("loop,ro,offset={offset}")])
         .arg(img)
         .arg(&mnt.0)
         .stdout(Stdio::null())
@@ -1124,7 +1203,14 @@ fn kernel_mount_check(img: &Path, exp: &BTreeMap<Vec<u8>, Exp>) {
     if !ok {
         return;
     }
-    let r = std::panic::catch_unwind(|| check_tree(&mnt.0, exp, true));
+    let r = std::panic::catch_unwind(|| {
+        check_tree_x(&mnt.0, exp, true, true);
+        for (k, e) in exp {
+            if k != b"/" && e.kind != FileKind::File {
+                check_xattrs(&mnt.0.join(OsStr::from_bytes(&k[1..])), e);
+            }
+        }
+    });
     let _ = Command::new("umount").arg(&mnt.0).status();
     if let Err(e) = r {
         std::panic::resume_unwind(e);
