@@ -5,7 +5,7 @@
 //! list). File contents are streamed: full blocks are compressed on a pool
 //! of `threads` worker threads (at most `2 × threads` blocks in flight) and
 //! written in order; file tails share fragment blocks; identical files are
-//! stored once (see [`data`] for the de-duplication key and its odds).
+//! stored once (see the `data` submodule for the de-duplication key and its odds).
 //!
 //! Layout, as mksquashfs writes it (all positions relative to the image
 //! start, which is the writer's position when [`SquashfsWriter::new`] is
