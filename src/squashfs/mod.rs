@@ -19,6 +19,7 @@ mod format;
 mod inode;
 mod metadata;
 mod xattr;
+pub mod write;
 
 #[cfg(test)]
 mod tests;
