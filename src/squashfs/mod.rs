@@ -18,8 +18,8 @@ mod file;
 mod format;
 mod inode;
 mod metadata;
-mod xattr;
 pub mod write;
+mod xattr;
 
 #[cfg(test)]
 mod tests;
