@@ -64,14 +64,20 @@ fn enter_pid_namespace(report: Reporter) -> Reporter {
     if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
         report.fail(SETUP_FAILED, &format!("cannot create a PID namespace: {e}"));
     }
+    fork_supervised(report, "cannot fork into the PID namespace")
+}
+
+/// Forks. The child returns (with PDEATHSIG armed) and carries on; this process stays as the
+/// child's supervisor, relaying signals and reaping, and exits with the child's status.
+fn fork_supervised(report: Reporter, what: &str) -> Reporter {
     // SAFETY: single-threaded process.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            // SAFETY: prctl with integer arguments.
+            // SAFETY: prctl with integer arguments. (getppid() may be 0 here: in a new PID
+            // namespace the parent lives outside it.)
             unsafe {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
             }
-            // (getppid() is 0 here: the parent lives outside the new namespace.)
             report
         }
         Ok(ForkResult::Parent { child }) => {
@@ -79,10 +85,7 @@ fn enter_pid_namespace(report: Reporter) -> Reporter {
             let code = process::supervise(child);
             unsafe { libc::_exit(code) }
         }
-        Err(e) => report.fail(
-            SETUP_FAILED,
-            &format!("cannot fork into the PID namespace: {e}"),
-        ),
+        Err(e) => report.fail(SETUP_FAILED, &format!("{what}: {e}")),
     }
 }
 
@@ -148,24 +151,8 @@ fn enter_cwd(c: &Container) -> Result<(), String> {
 /// as its init, relaying signals and reaping orphans; when the command ends, so does the
 /// namespace (the kernel kills whatever is left).
 fn become_init_then_exec(c: &Container, report: Reporter) -> ! {
-    // SAFETY: single-threaded process.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            unsafe {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            }
-            exec(c, &report)
-        }
-        Ok(ForkResult::Parent { child }) => {
-            drop(report);
-            let code = process::supervise(child);
-            unsafe { libc::_exit(code) }
-        }
-        Err(e) => report.fail(
-            SETUP_FAILED,
-            &format!("cannot fork the container init: {e}"),
-        ),
-    }
+    let report = fork_supervised(report, "cannot fork the container init");
+    exec(c, &report)
 }
 
 fn exec(c: &Container, report: &Reporter) -> ! {

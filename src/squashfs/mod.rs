@@ -23,6 +23,8 @@ mod xattr;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
 
 pub use compress::Compressor;
 pub use format::{flags, Superblock};

@@ -3,6 +3,7 @@
 //! with the crate's own reader, and with the kernel when running as root.
 
 use super::*;
+use crate::squashfs::testutil::{have_tool, TempDir};
 use crate::squashfs::Archive;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -11,48 +12,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 const T0: u32 = 1_700_000_000;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "rsing-sqw-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn have_tool(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required for the squashfs writer tests under CI");
-        }
-        eprintln!("note: {tool} not found, skipping its checks");
-    }
-    ok
-}
 
 fn prng(seed: u32, n: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2654435761).max(1);
