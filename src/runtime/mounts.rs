@@ -153,9 +153,9 @@ fn display_dst(dst: &Path) -> String {
         .unwrap_or_else(|| s.into_owned())
 }
 
-/// Mounts the read-only overlay that puts the stub layer (mount points the image lacks) and,
-/// with `--writable-tmpfs`, a tmpfs upper layer over the image.
-pub fn overlay(lower: &[&str], upper: Option<(&str, &str)>, target: &str) -> StepResult {
+/// Mounts an overlay of `lower` layers (first is topmost): the stub layer over the image or one
+/// of its directories, with `--writable-tmpfs` also a tmpfs upper layer. Read-only without one.
+pub fn overlay(lower: &[String], upper: Option<(&str, &str)>, target: &str) -> StepResult {
     let mut data = format!("lowerdir={}", lower.join(":"));
     if let Some((up, work)) = upper {
         data.push_str(&format!(",upperdir={up},workdir={work}"));

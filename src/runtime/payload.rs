@@ -104,18 +104,7 @@ fn build_root(c: &Container) -> Result<(), String> {
         let src = Path::new(OLDROOT).join(dir.strip_prefix("/").unwrap_or(dir));
         mounts::bind(&src, Path::new("/image"), false, &dir.to_string_lossy())?;
     }
-    let has_stubs = !c.plan.stubs.is_empty();
-    let upper = c.writable_tmpfs.then_some(("/rw/upper", "/rw/work"));
-    if has_stubs || upper.is_some() {
-        let mut lower = Vec::new();
-        if has_stubs {
-            lower.push("/stubs");
-        }
-        lower.push("/image");
-        mounts::overlay(&lower, upper, NEWROOT)?;
-    } else {
-        mounts::bind(Path::new("/image"), Path::new(NEWROOT), true, "the image")?;
-    }
+    assemble_root(c)?;
     for op in &c.plan.ops {
         mounts::apply(op)?;
     }
@@ -124,6 +113,32 @@ fn build_root(c: &Container) -> Result<(), String> {
     chdir(NEWROOT).map_err(|e| format!("chdir {NEWROOT}: {e}"))?;
     pivot_root(".", ".").map_err(|e| format!("pivot_root into the container: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("cannot detach rsing's tmpfs: {e}"))?;
+    Ok(())
+}
+
+/// The container root at /newroot: the image, with the stub layer (mount points the image
+/// lacks) overlaid only on the directories that need it. Overlayfs costs on every lookup
+/// through it (a Python import does thousands), so the image is bound directly where it can be;
+/// a stub right under / or `--writable-tmpfs` puts the overlay over the whole root.
+fn assemble_root(c: &Container) -> Result<(), String> {
+    let anchors = &c.plan.stub_anchors;
+    let whole_root = c.writable_tmpfs || anchors.iter().any(|a| a == b"/");
+    if whole_root {
+        let upper = c.writable_tmpfs.then_some(("/rw/upper", "/rw/work"));
+        let mut lower = Vec::new();
+        if !c.plan.stubs.is_empty() {
+            lower.push("/stubs".to_string());
+        }
+        lower.push("/image".to_string());
+        return mounts::overlay(&lower, upper, NEWROOT);
+    }
+    mounts::bind(Path::new("/image"), Path::new(NEWROOT), true, "the image")?;
+    for anchor in anchors {
+        let dir = String::from_utf8_lossy(anchor);
+        let stubs = format!("/stubs{dir}");
+        let target = format!("{NEWROOT}{dir}");
+        mounts::overlay(&[stubs, target.clone()], None, &target)?;
+    }
     Ok(())
 }
 

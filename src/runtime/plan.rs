@@ -74,6 +74,10 @@ pub struct Options {
 pub struct Plan {
     pub ops: Vec<MountOp>,
     pub stubs: Vec<Stub>,
+    /// The image directories that hold the stubs (for each stub, its deepest ancestor that the
+    /// image has), without any that lie below another. Only these are overlaid with the stub
+    /// layer; the rest of the image is served without overlayfs in the way.
+    pub stub_anchors: Vec<Vec<u8>>,
     /// Files written into rsing's tmpfs before the mounts: (name, content).
     pub files: Vec<(String, Vec<u8>)>,
     /// Container working directory.
@@ -227,9 +231,11 @@ pub fn build(options: &Options, host: &HostFacts, tree: &dyn Tree) -> Result<Pla
     });
 
     let (ops, stubs) = place(wanted, tree)?;
+    let stub_anchors = anchors(&stubs, tree).map_err(|e| image_lookup("a mount point", e))?;
     Ok(Plan {
         ops,
         stubs,
+        stub_anchors,
         files,
         cwd,
         home,
@@ -267,6 +273,35 @@ fn covered(ops: &[MountOp], path: &[u8]) -> bool {
         let dst = Path::new(OsStr::from_bytes(op.dst()));
         binds::is_within(path, dst)
     })
+}
+
+/// The minimal set of existing image directories under which all stubs lie.
+fn anchors(stubs: &[Stub], tree: &dyn Tree) -> std::io::Result<Vec<Vec<u8>>> {
+    let mut found: Vec<Vec<u8>> = Vec::new();
+    for stub in stubs {
+        let mut dir = parent(&stub.path);
+        while tree.lstat(&dir)? != Some(NodeKind::Dir) {
+            dir = parent(&dir);
+        }
+        found.push(dir);
+    }
+    found.sort();
+    found.dedup();
+    let all = found.clone();
+    found.retain(|a| !all.iter().any(|b| b != a && is_below(a, b)));
+    Ok(found)
+}
+
+fn parent(path: &[u8]) -> Vec<u8> {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(0) | None => b"/".to_vec(),
+        Some(i) => path[..i].to_vec(),
+    }
+}
+
+/// True when `path` lies strictly below `dir` (component-wise).
+fn is_below(path: &[u8], dir: &[u8]) -> bool {
+    dir == b"/" || (path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/')
 }
 
 /// Resolves every destination through the image's symlinks and lists the mount points the
@@ -368,8 +403,29 @@ mod tests {
             .iter()
             .any(|op| matches!(op, MountOp::Bind { dst, .. } if dst == b"/usr/bin")));
         assert!(plan.stubs.iter().any(|s| s.path == b"/proc" && s.dir));
+        // /proc is missing at the top of the image: the whole root needs the stub layer.
+        assert_eq!(plan.stub_anchors, vec![b"/".to_vec()]);
         let passwd = String::from_utf8(plan.files[0].1.clone()).unwrap();
         assert!(passwd.contains("alice:x:1000:1000"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn anchors_are_the_deepest_existing_directories() {
+        let (dir, tree) = image("anchors");
+        let stub = |p: &str| Stub {
+            path: p.as_bytes().to_vec(),
+            dir: true,
+        };
+        let stubs = [
+            stub("/usr/bin/x/y"),
+            stub("/usr/z"),
+            stub("/etc/resolv.conf"),
+        ];
+        let found = anchors(&stubs, &tree).unwrap();
+        assert_eq!(found, vec![b"/etc".to_vec(), b"/usr".to_vec()]);
+        let found = anchors(&[stub("/usr/bin/x"), stub("/home/a")], &tree).unwrap();
+        assert_eq!(found, vec![b"/".to_vec()]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
