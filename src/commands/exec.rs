@@ -70,34 +70,13 @@ pub fn run(
     let site = siteconf::load(global.config.as_deref())?;
     let host = HostFacts::gather().context("cannot read the calling process's state")?;
     let opened = image::open(Path::new(image_arg))?;
-    let (root, tree): (RootSource, Box<dyn TreeRef>) = match &opened.root {
-        Root::Squashfs { file, offset } => {
-            let file = file
-                .try_clone()
-                .context("cannot duplicate the image file handle")?;
-            let archive = Arc::new(
-                Archive::open(file, *offset)
-                    .with_context(|| format!("image {}", opened.path.display()))?,
-            );
-            (
-                RootSource::Squashfs {
-                    archive: archive.clone(),
-                },
-                Box::new(archive),
-            )
-        }
-        Root::Directory(dir) => (
-            RootSource::Directory(dir.clone()),
-            Box::new(Arc::new(DirTree::new(dir))),
-        ),
-    };
+    let options = options(args, &site, &host)?;
+    let (root, tree) = root_and_tree(&opened, &site, &host, &options)?;
     let tree = tree.tree();
     tracing::debug!(us = started.elapsed().as_micros() as u64, "image opened");
-    let options = options(args, &site, &host)?;
     let plan = plan::build(&options, &host, tree)?;
     let env = env_layers(args, &options, &host, &opened, tree, &plan, &action)?;
     let argv = command_line(action, &opened, tree)?;
-    let share = share_spec(&site, &host, &opened, &plan);
     tracing::debug!(us = started.elapsed().as_micros() as u64, "launch planned");
     let container = Container {
         root,
@@ -106,7 +85,6 @@ pub fn run(
         pid_ns: options.pid_ns,
         writable_tmpfs: options.writable_tmpfs,
         cwd_required: options.pwd.is_some(),
-        share,
         plan,
     };
     Ok(runtime::run(container)?)
@@ -118,7 +96,7 @@ fn share_spec(
     site: &SiteConfig,
     host: &HostFacts,
     opened: &OpenedImage,
-    plan: &plan::Plan,
+    options: &plan::Options,
 ) -> Option<share::ShareSpec> {
     let Root::Squashfs { offset, .. } = &opened.root else {
         return None;
@@ -139,12 +117,56 @@ fn share_spec(
     share::spec(
         &opened.path,
         *offset,
-        plan.uid_inside,
-        plan.gid_inside,
+        if options.fakeroot { 0 } else { host.uid },
+        if options.fakeroot { 0 } else { host.gid },
         &opened.path.to_string_lossy(),
         linger,
         &rundir,
     )
+}
+
+/// Where the image's root comes from, and a view of it for planning. With a shared image
+/// server the view reads through the server's mount (fd received from it), whose lookups and
+/// pages the kernel already has cached; otherwise rsing opens the SquashFS itself (and will
+/// serve it in-process).
+fn root_and_tree(
+    opened: &OpenedImage,
+    site: &SiteConfig,
+    host: &HostFacts,
+    options: &plan::Options,
+) -> anyhow::Result<(RootSource, Box<dyn TreeRef>)> {
+    let (file, offset) = match &opened.root {
+        Root::Directory(dir) => {
+            return Ok((
+                RootSource::Directory(dir.clone()),
+                Box::new(Arc::new(DirTree::new(dir))),
+            ))
+        }
+        Root::Squashfs { file, offset } => (file, *offset),
+    };
+    if let Some(spec) = share_spec(site, host, opened, options) {
+        match share::join(&spec) {
+            Ok(joined) => {
+                let view = DirTree::new(format!("/proc/self/fd/{}", joined.mount_fd()));
+                return Ok((RootSource::Shared(joined), Box::new(Arc::new(view))));
+            }
+            Err(e) => {
+                tracing::info!("image server unavailable ({e}); serving the image in-process")
+            }
+        }
+    }
+    let file = file
+        .try_clone()
+        .context("cannot duplicate the image file handle")?;
+    let archive = Arc::new(
+        Archive::open(file, offset).with_context(|| format!("image {}", opened.path.display()))?,
+    );
+    Ok((
+        RootSource::Squashfs {
+            archive: archive.clone(),
+        },
+        Box::new(archive),
+    ))
 }
 
 /// A tree behind whatever owns it (an `Arc<Archive>` or an `Arc<DirTree>`).

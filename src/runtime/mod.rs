@@ -63,6 +63,8 @@ pub enum RootSource {
     Squashfs { archive: Arc<Archive> },
     /// A sandbox directory on the host.
     Directory(PathBuf),
+    /// The image's shared server (already joined): its mount is attached instead of serving.
+    Shared(share::Joined),
 }
 
 /// Everything needed to start one container.
@@ -76,22 +78,14 @@ pub struct Container {
     pub writable_tmpfs: bool,
     /// `--pwd` was given: failing to enter it is an error, not a warning.
     pub cwd_required: bool,
-    /// Join (or start) the image's shared server instead of serving FUSE in-process.
-    pub share: Option<share::ShareSpec>,
 }
 
 /// Runs the container to completion and returns the exit status rsing should end with.
 pub fn run(container: Container) -> Result<i32, Error> {
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::Setup(format!("cannot create a pipe: {e}")))?;
-    let joined = match (&container.root, &container.share) {
-        (RootSource::Squashfs { .. }, Some(spec)) => match share::join(spec) {
-            Ok(joined) => Some(joined),
-            Err(e) => {
-                tracing::info!("image server unavailable ({e}); serving the image in-process");
-                None
-            }
-        },
+    let joined = match &container.root {
+        RootSource::Shared(j) => Some(j),
         _ => None,
     };
     tracing::debug!(shared = joined.is_some(), "image server consulted");
@@ -113,12 +107,13 @@ pub fn run(container: Container) -> Result<i32, Error> {
             // /dev/fuse file was opened under another user namespace.
             Some(open_dev_fuse()?)
         }
-        (None, RootSource::Directory(_)) => {
+        (None, _) => {
             userns::enter(container.plan.uid_inside, container.plan.gid_inside)?;
             None
         }
     };
     prepare_base(&container)?;
+    tracing::debug!("base prepared");
     if let Some(j) = &joined {
         share::attach(&j.mount, Path::new(&format!("{BASE}/image"))).map_err(Error::Setup)?;
     } else if let (Some(fd), RootSource::Squashfs { .. }) = (&dev_fuse, &container.root) {
@@ -156,7 +151,6 @@ pub fn run(container: Container) -> Result<i32, Error> {
             }
             let failure = process::read_report(report_read);
             let code = process::supervise(child);
-            drop(joined);
             match failure {
                 Some((code, message)) => Err(Error::Payload { code, message }),
                 None => Ok(code),

@@ -44,9 +44,11 @@ pub fn run(
         report
     };
     let fail = |msg: String| -> ! { report.fail(SETUP_FAILED, &msg) };
+    tracing::debug!("payload started");
     if let Err(e) = build_root(container) {
         fail(e);
     }
+    tracing::debug!("container root built");
     if let Err(e) = enter_cwd(container) {
         fail(e);
     }

@@ -50,6 +50,14 @@ pub struct Joined {
     pub _connection: UnixStream,
 }
 
+impl Joined {
+    /// The number of the fd of the (not yet attached) mount: `/proc/self/fd/N` reads the image
+    /// through it. The FUSE server lets this process in, as its uid is the mount's user.
+    pub fn mount_fd(&self) -> i32 {
+        self.mount.as_raw_fd()
+    }
+}
+
 /// The per-user directory for sockets and locks: `$XDG_RUNTIME_DIR/rsing` when that is a
 /// private directory of ours, else `/tmp/rsing-UID`. Refused (sharing off) when it is not a
 /// directory owned by us with mode 0700: another user must not be able to plant a socket.
