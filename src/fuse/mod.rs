@@ -36,8 +36,10 @@ pub fn mount(fd: &OwnedFd, target: &Path, fsname: &str, uid: u32, gid: u32) -> n
 }
 
 /// Answers the kernel's INIT and serves requests on background threads until the process
-/// exits (the connection ends with it).
-pub fn serve(archive: Arc<Archive>, fd: OwnedFd) -> std::io::Result<()> {
+/// exits (the connection ends with it). `clone_fd` gives each worker its own queue, but opens
+/// `/dev/fuse` by path per worker: only for a server whose root stays the host's (an
+/// in-process server's root is moved into the container by the payload's pivot_root).
+pub fn serve(archive: Arc<Archive>, fd: OwnedFd, clone_fd: bool) -> std::io::Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -45,7 +47,7 @@ pub fn serve(archive: Arc<Archive>, fd: OwnedFd) -> std::io::Result<()> {
     let mut config = fuser::Config::default();
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(threads);
-    config.clone_fd = true;
+    config.clone_fd = clone_fd;
     std::thread::Builder::new()
         .name("rsing-fuse".into())
         .spawn(move || {

@@ -146,7 +146,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
                 libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
             }
             if let (Some(fd), RootSource::Squashfs { archive }) = (dev_fuse, &container.root) {
-                crate::fuse::serve(archive.clone(), fd)
+                crate::fuse::serve(archive.clone(), fd, false)
                     .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
             }
             let failure = process::read_report(report_read);

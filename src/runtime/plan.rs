@@ -164,10 +164,13 @@ pub fn build(options: &Options, host: &HostFacts, tree: &dyn Tree) -> Result<Pla
                 what: format!("cannot resolve {file}"),
                 source: e,
             })?;
+            // Not remounted read-only: root owns these host files, so their own permissions
+            // already keep the caller from writing them (and a remount is two more syscalls on
+            // every start).
             wanted.push(MountOp::Bind {
                 src,
                 dst: file.as_bytes().to_vec(),
-                readonly: true,
+                readonly: false,
             });
         }
     }

@@ -261,7 +261,7 @@ pub fn serve(args: ServeArgs) -> ! {
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
                 libc::dup2(null, 1);
             }
-            if crate::fuse::serve(archive, dev_fuse).is_err() {
+            if crate::fuse::serve(archive, dev_fuse, true).is_err() {
                 std::process::exit(1);
             }
             control_loop(&args, listener, userns);
