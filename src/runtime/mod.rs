@@ -29,7 +29,6 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nix::mount::{mount, MsFlags};
 use nix::sched::CloneFlags;
 use nix::unistd::{fork, ForkResult};
 
@@ -173,18 +172,14 @@ pub(crate) fn open_dev_fuse() -> Result<OwnedFd, Error> {
     Ok(fd)
 }
 
-/// Makes the mount tree private to us, mounts rsing's tmpfs at [`BASE`] and fills it: the
+/// Mounts rsing's tmpfs at [`BASE`] and fills it: the
 /// mount-point stubs, the generated files and the directories the payload mounts onto.
 fn prepare_base(c: &Container) -> Result<(), Error> {
     let setup = |what: &str, e: &dyn std::fmt::Display| Error::Setup(format!("{what}: {e}"));
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(|e| setup("cannot make the mount tree private", &e))?;
+    // No `mount --make-rslave /`: in a mount namespace owned by a less privileged user
+    // namespace than its parent's, the kernel has already turned shared mounts into slaves, so
+    // nothing mounted here propagates to the host.
+
     mounts::tmpfs(Path::new(BASE), 0o755).map_err(|e| setup("rsing's tmpfs", &e))?;
     for dir in [
         "image", "newroot", "oldroot", "stubs", "files", "rw/upper", "rw/work",

@@ -52,10 +52,11 @@ pub fn apply(op: &MountOp) -> StepResult {
             .map_err(|e| format!("cannot mount proc on {}: {e}", target.display()))
         }
         MountOp::MinimalDev { dst } => minimal_dev(&in_newroot(dst)),
+        // Not remounted read-only: they are this container's private copies.
         MountOp::Generated { name, dst } => bind(
             &Path::new(FILES).join(name),
             &in_newroot(dst),
-            true,
+            false,
             &format!("generated {name}"),
         ),
     }

@@ -29,7 +29,7 @@ pub enum MountOp {
     Proc { dst: Vec<u8> },
     /// A minimal /dev: a tmpfs with the harmless host nodes, devpts and shm.
     MinimalDev { dst: Vec<u8> },
-    /// A file rsing generated (passwd, group), bound read-only over `dst`.
+    /// A file rsing generated (passwd, group), bound over `dst` (a private copy per container).
     Generated { name: String, dst: Vec<u8> },
 }
 

@@ -34,17 +34,15 @@ pub fn block_supervised() -> nix::Result<()> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervised_set()), None)
 }
 
-/// Gives the command a clean signal state: Rust ignores SIGPIPE, and an ignored disposition
-/// and the blocked mask both survive execve.
+/// Gives the command the signal state rsing was started with: the blocked mask emptied and
+/// SIGPIPE back to its default.
 pub fn reset_signals() {
-    for sig in 1..32 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: restoring the default disposition is async-signal-safe and has no Rust state.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-        }
+    // Only SIGPIPE: Rust's runtime ignores it, and an ignored disposition survives execve.
+    // Dispositions rsing itself inherited stay as they were (a command under `nohup rsing …`
+    // must keep ignoring SIGHUP), as std::process::Command does.
+    // SAFETY: restoring the default disposition is async-signal-safe and has no Rust state.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
