@@ -92,3 +92,26 @@ fn normal_exit_leaves_nothing_behind() {
         .assert_exit(0);
     t.assert_host_clean(&t.marker(), &img);
 }
+
+/// A signal the caller ignores stays ignored for the command (`nohup rsing exec …`): rsing
+/// restores only the SIGPIPE default its own runtime changed.
+#[test]
+fn inherited_ignored_signals_stay_ignored() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let out = std::process::Command::new("nohup")
+        .arg(crate::util::rsing_bin())
+        .args(["exec".as_ref(), img.as_os_str()])
+        .args(["sh", "-c", "kill -HUP $$; echo survived"])
+        .current_dir(&t.cwd)
+        .env("HOME", &t.home)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running nohup");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "survived",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
