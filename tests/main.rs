@@ -24,6 +24,7 @@ mod errors; // bad input: exit 255 and one `rsing: error:` line naming the thing
 mod exec; // CLI basics, exit status, stdio, run, shell
 mod identity; // ids, passwd/group, no_new_privs, --fakeroot
 mod images; // each image format runs the same commands
+mod inspect; // rsing inspect and rsing sif list/dump
 mod share; // the shared image server
 mod signals; // signal forwarding, 128+N, nothing left behind
 mod squashfs_tree; // the tree served by rsing equals what unsquashfs reads

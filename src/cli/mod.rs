@@ -68,6 +68,11 @@ enum Command {
         /// SIF file, SquashFS file or directory
         image: String,
     },
+    /// Show an image's labels, environment, runscript, definition file or OCI config
+    Inspect(crate::commands::inspect::InspectArgs),
+    /// Objects of a SIF file (list, dump)
+    #[command(subcommand)]
+    Sif(crate::commands::sif::SifCommand),
     /// The shared image server (started by rsing itself)
     #[command(name = "__serve", hide = true)]
     Serve(crate::commands::serve::ServeCli),
@@ -106,6 +111,8 @@ pub fn main() -> ExitCode {
             image,
             args,
         } => exec::run(&global, &runtime, &image, Action::Run(args)),
+        Command::Inspect(args) => crate::commands::inspect::run(args),
+        Command::Sif(cmd) => crate::commands::sif::run(cmd),
         Command::Serve(args) => crate::commands::serve::run(args),
         Command::Shell {
             runtime,
@@ -121,11 +128,28 @@ pub fn main() -> ExitCode {
                 _ => FAILURE,
             };
             tracing::debug!("error chain: {err:?}");
-            let line = format!("{err:#}").replace('\n', " ");
+            let line = one_line(&err);
             let _ = writeln!(std::io::stderr(), "rsing: error: {line}");
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: library errors often already name
+/// their source in their own message.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

@@ -1,7 +1,9 @@
 //! One module per subcommand: turns parsed arguments into calls on `image` and `runtime`.
 
 pub mod exec;
+pub mod inspect;
 pub mod serve;
+pub mod sif;
 pub mod siteconf;
 
 /// Options every command shares.

@@ -1,0 +1,211 @@
+//! `rsing inspect`: an image's labels, environment, runscript, definition file and OCI config,
+//! as text or as stable JSON for scripts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::{json, Map, Value};
+
+use crate::image::{self, OpenedImage, Root};
+use crate::sif::{DataType, SifFile};
+use crate::squashfs::Archive;
+use crate::tree::{self, DirTree, NodeKind, Tree};
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Print JSON (stable keys: image, labels, environment, runscript, deffile, oci_config)
+    #[arg(short = 'j', long)]
+    json: bool,
+    /// Labels (the default when nothing is selected)
+    #[arg(short = 'l', long)]
+    labels: bool,
+    /// Environment: the image's env scripts and OCI Env
+    #[arg(short = 'e', long = "env", visible_alias = "environment")]
+    env: bool,
+    /// The runscript (or the OCI entrypoint and command)
+    #[arg(short = 'r', long)]
+    runscript: bool,
+    /// The definition file the image was built from
+    #[arg(short = 'd', long)]
+    deffile: bool,
+    /// The OCI image config stored in the SIF
+    #[arg(long = "oci-config")]
+    oci_config: bool,
+    /// SIF file, SquashFS file or directory
+    image: String,
+}
+
+const LIMIT: usize = 16 << 20;
+const ENV_DIR: &str = "/.singularity.d/env";
+
+pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
+    let opened = image::open(Path::new(&args.image))?;
+    let tree: Arc<dyn Tree> = match &opened.root {
+        Root::Squashfs { file, offset } => Arc::new(
+            Archive::open(file.try_clone()?, *offset)
+                .with_context(|| format!("image {}", opened.path.display()))?,
+        ),
+        Root::Directory(dir) => Arc::new(DirTree::new(dir)),
+    };
+    let report = Report::gather(&opened, tree.as_ref())?;
+    let none = !(args.labels || args.env || args.runscript || args.deffile || args.oci_config);
+    let wanted = [
+        ("labels", args.labels || none),
+        ("environment", args.env),
+        ("runscript", args.runscript),
+        ("deffile", args.deffile),
+        ("oci_config", args.oci_config),
+    ];
+    if args.json {
+        let mut out = Map::new();
+        out.insert("image".into(), json!(opened.path.to_string_lossy()));
+        for (key, on) in wanted {
+            if on {
+                out.insert(key.into(), report.json(key));
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
+    } else {
+        for (key, on) in wanted {
+            if on {
+                print!("{}", report.text(key));
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// What `inspect` can show, read once.
+struct Report {
+    labels: BTreeMap<String, String>,
+    env_scripts: BTreeMap<String, String>,
+    oci_env: Vec<String>,
+    runscript: Option<String>,
+    deffile: Option<String>,
+    oci_config: Option<Value>,
+}
+
+impl Report {
+    fn gather(opened: &OpenedImage, tree: &dyn Tree) -> anyhow::Result<Report> {
+        let text = |path: &str| -> Option<String> {
+            let found = tree::resolve(tree, path.as_bytes()).ok()?;
+            if found.kind != Some(NodeKind::File) {
+                return None;
+            }
+            let bytes = tree.read_file(&found.path, LIMIT).ok()?;
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        let oci = opened.oci_config.clone().unwrap_or_default();
+        let mut labels: BTreeMap<String, String> = oci.labels.clone().unwrap_or_default();
+        if let Some(json) = text("/.singularity.d/labels.json") {
+            if let Ok(map) = serde_json::from_str::<BTreeMap<String, Value>>(&json) {
+                for (k, v) in map {
+                    let v = v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string());
+                    labels.insert(k, v);
+                }
+            }
+        }
+        let mut env_scripts = BTreeMap::new();
+        if let Ok(names) = tree.list_dir(ENV_DIR.as_bytes()) {
+            for name in names.into_iter().filter_map(|n| String::from_utf8(n).ok()) {
+                let path = format!("{ENV_DIR}/{name}");
+                if let Some(body) = text(&path) {
+                    env_scripts.insert(path, body);
+                }
+            }
+        }
+        let runscript = text("/.singularity.d/runscript").or_else(|| {
+            let argv: Vec<String> = oci
+                .entrypoint
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(oci.cmd.clone().unwrap_or_default())
+                .collect();
+            (!argv.is_empty())
+                .then(|| format!("# OCI entrypoint and command\n{}\n", argv.join(" ")))
+        });
+        let (deffile, oci_config) = sif_objects(opened)?;
+        let deffile = deffile.or_else(|| text("/.singularity.d/Singularity"));
+        Ok(Report {
+            labels,
+            env_scripts,
+            oci_env: oci.env.unwrap_or_default(),
+            runscript,
+            deffile,
+            oci_config,
+        })
+    }
+
+    fn json(&self, key: &str) -> Value {
+        match key {
+            "labels" => json!(self.labels),
+            "environment" => json!({ "scripts": self.env_scripts, "oci_env": self.oci_env }),
+            "runscript" => json!(self.runscript),
+            "deffile" => json!(self.deffile),
+            _ => self.oci_config.clone().unwrap_or(Value::Null),
+        }
+    }
+
+    fn text(&self, key: &str) -> String {
+        match key {
+            "labels" => self
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\n"))
+                .collect(),
+            "environment" => {
+                let mut out = String::new();
+                for (path, body) in &self.env_scripts {
+                    out.push_str(&format!("=== {path} ===\n{body}"));
+                    if !body.ends_with('\n') {
+                        out.push('\n');
+                    }
+                }
+                if !self.oci_env.is_empty() {
+                    out.push_str("=== OCI Env ===\n");
+                    for kv in &self.oci_env {
+                        out.push_str(kv);
+                        out.push('\n');
+                    }
+                }
+                out
+            }
+            "runscript" => self.runscript.clone().unwrap_or_default(),
+            "deffile" => self.deffile.clone().unwrap_or_default(),
+            _ => self
+                .oci_config
+                .as_ref()
+                .map(|v| serde_json::to_string_pretty(v).unwrap_or_default() + "\n")
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The definition file and OCI config objects of a SIF (none for other images).
+fn sif_objects(opened: &OpenedImage) -> anyhow::Result<(Option<String>, Option<Value>)> {
+    let Root::Squashfs { file, offset } = &opened.root else {
+        return Ok((None, None));
+    };
+    if *offset == 0 {
+        return Ok((None, None));
+    }
+    let sif = SifFile::read(file).with_context(|| format!("image {}", opened.path.display()))?;
+    let object = |d: &crate::sif::Descriptor| sif.read_object(file, d).ok();
+    let deffile = sif
+        .descriptors
+        .iter()
+        .find(|d| d.data_type == DataType::Deffile)
+        .and_then(object)
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let oci = sif
+        .find(DataType::GenericJson, "oci-config.json")
+        .and_then(object)
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Ok((deffile, oci))
+}
