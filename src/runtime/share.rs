@@ -200,6 +200,10 @@ fn connect(spec: &ShareSpec) -> Result<Joined, String> {
     })
 }
 
+/// How long a start waits for a new image server to say `ready` (it opens the image, creates
+/// its namespaces and mounts: milliseconds normally).
+const STARTUP_TIMEOUT_MS: u16 = 20_000;
+
 /// Starts `rsing __serve` for the image, detached, and waits until it listens.
 fn start_server(spec: &ShareSpec) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
@@ -219,6 +223,16 @@ fn start_server(spec: &ShareSpec) -> Result<(), String> {
         .map_err(|e| format!("starting the image server: {e}"))?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
+        // A server that neither answers nor exits must not hang this start: give up after
+        // STARTUP_TIMEOUT, stop it, and serve the image in-process instead.
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLIN)];
+        let answered = poll(&mut fds, PollTimeout::from(STARTUP_TIMEOUT_MS)).is_ok_and(|n| n > 0);
+        if !answered {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the image server did not answer in time".into());
+        }
         let _ = BufReader::new(out).read_line(&mut line);
     }
     let _ = child.wait();
