@@ -91,36 +91,49 @@ impl Compressor {
 
 type DResult = std::result::Result<Vec<u8>, String>;
 
+/// Runs a streaming decoder over `input` into a buffer bounded by `max` bytes. `step` feeds
+/// the unread input and the unfilled output to the decoder and returns its running totals
+/// (bytes read, bytes written) and whether the stream ended. A step that makes no progress is
+/// a truncated stream, except, with `lenient_end`, once all input is used (legacy lzma streams
+/// written without an end marker just stop).
+fn drive(
+    input: &[u8],
+    max: usize,
+    lenient_end: bool,
+    mut step: impl FnMut(&[u8], &mut [u8]) -> std::result::Result<(usize, usize, bool), String>,
+) -> DResult {
+    let mut out = vec![0u8; max + 1];
+    let (mut in_pos, mut out_pos) = (0, 0);
+    loop {
+        let (read, written, ended) = step(&input[in_pos..], &mut out[out_pos..])?;
+        if written > max {
+            return Err(format!("output exceeds {max} bytes"));
+        }
+        let stalled = read == in_pos && written == out_pos;
+        if ended || (stalled && lenient_end && read == input.len() && written > 0) {
+            out.truncate(written);
+            return Ok(out);
+        }
+        if stalled {
+            return Err("truncated stream".into());
+        }
+        (in_pos, out_pos) = (read, written);
+    }
+}
+
 fn gzip(input: &[u8], max: usize) -> DResult {
     use flate2::{Decompress, FlushDecompress, Status};
     let mut d = Decompress::new(true);
-    let mut out = vec![0u8; max + 1];
-    loop {
-        let in_pos = d.total_in() as usize;
-        let out_pos = d.total_out() as usize;
+    drive(input, max, false, |i, o| {
         let status = d
-            .decompress(
-                &input[in_pos..],
-                &mut out[out_pos..],
-                FlushDecompress::Finish,
-            )
+            .decompress(i, o, FlushDecompress::Finish)
             .map_err(|e| e.to_string())?;
-        let produced = d.total_out() as usize;
-        if produced > max {
-            return Err(format!("output exceeds {max} bytes"));
-        }
-        match status {
-            Status::StreamEnd => {
-                out.truncate(produced);
-                return Ok(out);
-            }
-            Status::Ok | Status::BufError => {
-                if d.total_in() as usize == in_pos && produced == out_pos {
-                    return Err("truncated zlib stream".into());
-                }
-            }
-        }
-    }
+        Ok((
+            d.total_in() as usize,
+            d.total_out() as usize,
+            status == Status::StreamEnd,
+        ))
+    })
 }
 
 fn xz(input: &[u8], max: usize, legacy_lzma: bool) -> DResult {
@@ -132,35 +145,14 @@ fn xz(input: &[u8], max: usize, legacy_lzma: bool) -> DResult {
         Stream::new_stream_decoder(MEMLIMIT, 0)
     }
     .map_err(|e| e.to_string())?;
-    let mut out = vec![0u8; max + 1];
-    loop {
-        let in_pos = s.total_in() as usize;
-        let out_pos = s.total_out() as usize;
-        let status = s
-            .process(&input[in_pos..], &mut out[out_pos..], Action::Finish)
-            .map_err(|e| e.to_string())?;
-        let produced = s.total_out() as usize;
-        if produced > max {
-            return Err(format!("output exceeds {max} bytes"));
-        }
-        match status {
-            Status::StreamEnd => {
-                out.truncate(produced);
-                return Ok(out);
-            }
-            _ => {
-                if s.total_in() as usize == in_pos && produced == out_pos {
-                    // Legacy lzma streams written without an end marker
-                    // simply stop once all input is consumed.
-                    if legacy_lzma && in_pos == input.len() && produced > 0 {
-                        out.truncate(produced);
-                        return Ok(out);
-                    }
-                    return Err("truncated stream".into());
-                }
-            }
-        }
-    }
+    drive(input, max, legacy_lzma, |i, o| {
+        let status = s.process(i, o, Action::Finish).map_err(|e| e.to_string())?;
+        Ok((
+            s.total_in() as usize,
+            s.total_out() as usize,
+            status == Status::StreamEnd,
+        ))
+    })
 }
 
 fn lz4(input: &[u8], max: usize) -> DResult {
