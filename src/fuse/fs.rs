@@ -216,7 +216,6 @@ impl Filesystem for SquashFs {
             Ok(i) => i,
             Err(e) => return reply.error(e),
         };
-        tracing::trace!(ino = ino.0, offset, size, "read");
         let len = (size as u64).min(inode.size.saturating_sub(offset)) as usize;
         let mut buf = vec![0u8; len];
         let mut done = 0;

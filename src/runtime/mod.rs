@@ -3,12 +3,12 @@
 //! ```text
 //! rsing (P0)                              payload (P1)
 //!   plan (pure, errors name host paths)
-//!   unshare user+mount, id maps
+//!   join the image server's userns, or unshare user+mount and write id maps
 //!   tmpfs at BASE: image/ stubs/ files/ ...
-//!   mount FUSE on BASE/image
+//!   attach the server's mount (or mount FUSE) on BASE/image
 //!   fork ──────────────────────────────▶  [--containall: new PID ns, fork, child is PID 1]
-//!                                           nested mount ns, pivot_root(BASE)
-//!   serve FUSE on worker threads           overlay stubs+image → /newroot, apply mounts
+//!                                           pivot_root(BASE) (same mount namespace)
+//!   [in-process: serve FUSE on threads]    image → /newroot, stub overlays, apply mounts
 //!   read report pipe until exec            second pivot, chdir, NO_NEW_PRIVS, execve
 //!   relay signals, reap, exit with the command's status
 //! ```

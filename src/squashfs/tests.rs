@@ -130,6 +130,19 @@ fn build_tree() -> Tree {
     }
 }
 
+/// The test tree packed by mksquashfs with `args`: (tree, the temp dir holding the image, the
+/// image path); `None` when mksquashfs is not installed (see `have_tool`).
+fn tree_image(args: &[&str]) -> Option<(Tree, TempDir, PathBuf)> {
+    if !have_tool("mksquashfs") {
+        return None;
+    }
+    let tree = build_tree();
+    let out = TempDir::new("img");
+    let img = out.0.join("test.sqfs");
+    mksquashfs(&tree.root, &img, args);
+    Some((tree, out, img))
+}
+
 fn mksquashfs(src: &Path, img: &Path, args: &[&str]) {
     let st = Command::new("mksquashfs")
         .arg(src)
@@ -389,13 +402,9 @@ fn check_archive(ar: &Archive, tree: &Tree, exp: &Expect) {
 }
 
 fn mksquashfs_roundtrip(args: &[&str], expect_comp: Compressor) {
-    if !have_tool("mksquashfs") {
+    let Some((tree, _out, img)) = tree_image(args) else {
         return;
-    }
-    let tree = build_tree();
-    let out = TempDir::new("img");
-    let img = out.0.join("test.sqfs");
-    mksquashfs(&tree.root, &img, args);
+    };
     let ar = Archive::open_path(&img, 0).unwrap();
     // Opening touches only the id table and the root inode's block.
     assert!(
@@ -451,17 +460,10 @@ fn mksquashfs_uncompressed() {
 
 #[test]
 fn mksquashfs_small_blocks_no_tail_fragments() {
-    if !have_tool("mksquashfs") {
+    let Some((tree, _out, img)) = tree_image(&["-comp", "zstd", "-b", "4096", "-no-fragments"])
+    else {
         return;
-    }
-    let tree = build_tree();
-    let out = TempDir::new("img");
-    let img = out.0.join("test.sqfs");
-    mksquashfs(
-        &tree.root,
-        &img,
-        &["-comp", "zstd", "-b", "4096", "-no-fragments"],
-    );
+    };
     let ar = Archive::open_path(&img, 0).unwrap();
     assert_eq!(ar.superblock().block_size, 4096);
     let mut seen = 0;
@@ -579,13 +581,9 @@ fn walk_ignoring_errors(ar: &Archive) {
 
 #[test]
 fn truncated_and_corrupted_images_do_not_panic() {
-    if !have_tool("mksquashfs") {
+    let Some((_tree, out, img)) = tree_image(&["-comp", "gzip"]) else {
         return;
-    }
-    let tree = build_tree();
-    let out = TempDir::new("img");
-    let img = out.0.join("test.sqfs");
-    mksquashfs(&tree.root, &img, &["-comp", "gzip"]);
+    };
     let data = std::fs::read(&img).unwrap();
 
     // Truncated to half: open fails with a corruption error.
@@ -647,13 +645,9 @@ fn truncated_and_corrupted_images_do_not_panic() {
 
 #[test]
 fn open_at_offset_and_concurrent_reads() {
-    if !have_tool("mksquashfs") {
+    let Some((tree, out, img)) = tree_image(&["-comp", "zstd"]) else {
         return;
-    }
-    let tree = build_tree();
-    let out = TempDir::new("img");
-    let img = out.0.join("test.sqfs");
-    mksquashfs(&tree.root, &img, &["-comp", "zstd"]);
+    };
     let mut data = vec![0xa5u8; 4096];
     data.extend_from_slice(&std::fs::read(&img).unwrap());
     let emb = out.0.join("embedded.sif");
