@@ -278,8 +278,7 @@ pub fn serve(args: ServeArgs) -> ! {
             if crate::fuse::serve(archive, dev_fuse, true).is_err() {
                 std::process::exit(1);
             }
-            control_loop(&args, listener, userns);
-            entry.remove_if_ours();
+            control_loop(&args, listener, userns, &entry);
             std::process::exit(0)
         }
         Err(e) => {
@@ -382,7 +381,11 @@ fn mount_for_clients(args: &ServeArgs) -> Result<(OwnedFd, OwnedFd), String> {
 
 /// Accepts clients, hands each a clone of the mount, and returns once no client has been
 /// connected for the linger time.
-fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd) {
+///
+/// On the way out the socket is unlinked *before* the listener closes, and clients that
+/// connected in between are still served: a socket that exists always has a live listener
+/// behind it, so a starting container never meets a refused connection.
+fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd, entry: &SocketEntry) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let linger = Duration::from_secs(args.linger);
     let mut clients: Vec<UnixStream> = Vec::new();
@@ -391,7 +394,11 @@ fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd) {
         let timeout = if clients.is_empty() {
             let left = linger.saturating_sub(idle_since.elapsed());
             if left.is_zero() {
-                break;
+                entry.remove_if_ours();
+                if !accept_pending(&listener, &userns, args.uid_inside, &mut clients) {
+                    break;
+                }
+                continue;
             }
             PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)
         } else {
@@ -429,6 +436,25 @@ fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd) {
             idle_since = Instant::now();
         }
     }
+}
+
+/// Serves the connections already queued on the listener, without waiting; whether any was.
+fn accept_pending(
+    listener: &UnixListener,
+    userns: &OwnedFd,
+    uid_inside: u32,
+    clients: &mut Vec<UnixStream>,
+) -> bool {
+    if listener.set_nonblocking(true).is_err() {
+        return false;
+    }
+    while let Ok((stream, _)) = listener.accept() {
+        let _ = stream.set_nonblocking(false);
+        if hand_over(&stream, userns, uid_inside).is_ok() {
+            clients.push(stream);
+        }
+    }
+    !clients.is_empty()
 }
 
 fn hand_over(stream: &UnixStream, userns: &OwnedFd, uid_inside: u32) -> Result<(), String> {
