@@ -13,10 +13,14 @@
 //! * `fuse`: serves a SquashFS archive to the kernel (adapter over `squashfs`).
 //! * `sif`, `squashfs`: the on-disk formats, no I/O policy.
 
+pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod convert;
 pub mod fuse;
 pub mod image;
+pub mod oci;
+pub mod registry;
 pub mod runtime;
 pub mod sif;
 pub mod squashfs;
