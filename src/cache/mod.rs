@@ -1,1 +1,205 @@
-//! (being written)
+//! rsing's cache: content-addressed blobs and converted images under `$RSING_CACHEDIR`
+//! (default `${XDG_CACHE_HOME:-~/.cache}/rsing`).
+//!
+//! ```text
+//! blobs/sha256/<hex>        layer and config blobs, named by their verified digest
+//! images/<key>.sif          converted images, keyed by manifest digest and build options
+//! images/<key>.lock         flock: one process converts, concurrent ones wait and reuse
+//! ```
+//!
+//! Everything appears atomically ([`AtomicFile`], rename), so a killed pull leaves no entry
+//! that looks complete. Entries are never modified in place, only added or removed, so a
+//! running container keeps its image even while `cache clean` removes the name.
+
+mod atomic;
+
+pub use atomic::AtomicFile;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The cache directory of this user.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// One entry of `rsing cache list`.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub kind: &'static str,
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    /// Last use (access time where the filesystem records it, else modification time).
+    pub used: SystemTime,
+}
+
+/// An exclusive lock on a cache key, released on drop.
+pub struct KeyLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl Cache {
+    /// `$RSING_CACHEDIR`, else `$XDG_CACHE_HOME/rsing`, else `$HOME/.cache/rsing`.
+    pub fn locate() -> io::Result<Cache> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let root = if let Some(dir) = env("RSING_CACHEDIR") {
+            PathBuf::from(dir)
+        } else if let Some(xdg) = env("XDG_CACHE_HOME") {
+            PathBuf::from(xdg).join("rsing")
+        } else if let Some(home) = env("HOME") {
+            PathBuf::from(home).join(".cache").join("rsing")
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no cache directory: set RSING_CACHEDIR or HOME",
+            ));
+        };
+        Ok(Cache::at(root))
+    }
+
+    pub fn at(root: PathBuf) -> Cache {
+        Cache { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blob store (`blobs/`, holding `sha256/<hex>`), created if missing.
+    pub fn blob_dir(&self) -> io::Result<PathBuf> {
+        let dir = self.root.join("blobs");
+        std::fs::create_dir_all(dir.join("sha256"))?;
+        Ok(dir)
+    }
+
+    /// Where the converted image for `key` lives (it may not exist yet).
+    pub fn image_path(&self, key: &str) -> io::Result<PathBuf> {
+        let dir = self.root.join("images");
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir.join(format!("{key}.sif")))
+    }
+
+    /// Waits for the exclusive lock of `key` (one converter per image at a time).
+    pub fn lock(&self, key: &str) -> io::Result<KeyLock> {
+        let path = self.image_path(key)?.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| io::Error::from(e))?;
+        Ok(KeyLock { _lock: lock })
+    }
+
+    /// Every blob and image in the cache.
+    pub fn list(&self) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        collect(&self.root.join("blobs/sha256"), "blob", None, &mut out)?;
+        collect(&self.root.join("images"), "image", Some("sif"), &mut out)?;
+        out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        Ok(out)
+    }
+
+    /// Removes entries unused for `older_than` (all entries when `None`); returns what was
+    /// removed. Leftovers of interrupted downloads (`*.partial`) go too.
+    pub fn clean(&self, older_than: Option<Duration>) -> io::Result<Vec<Entry>> {
+        let now = SystemTime::now();
+        let mut removed = Vec::new();
+        for entry in self.list()? {
+            let age = now.duration_since(entry.used).unwrap_or_default();
+            if older_than.is_none_or(|limit| age >= limit) {
+                std::fs::remove_file(&entry.path)?;
+                removed.push(entry);
+            }
+        }
+        if older_than.is_none() {
+            for dir in [self.root.join("blobs/sha256"), self.root.join("images")] {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn collect(
+    dir: &Path,
+    kind: &'static str,
+    ext: Option<&str>,
+    out: &mut Vec<Entry>,
+) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let wanted = match ext {
+            Some(ext) => path.extension().is_some_and(|x| x == ext),
+            None => !name.contains('.') || name.ends_with(".partial"),
+        };
+        let Ok(meta) = e.metadata() else { continue };
+        if !wanted || !meta.is_file() {
+            continue;
+        }
+        let used = meta
+            .accessed()
+            .ok()
+            .max(meta.modified().ok())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        out.push(Entry {
+            kind,
+            name,
+            path,
+            size: meta.len(),
+            used,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_and_clean_by_age() {
+        let root = std::env::temp_dir().join(format!("rsing-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let cache = Cache::at(root.clone());
+        let blobs = cache.blob_dir().unwrap();
+        std::fs::write(blobs.join("sha256").join("ab".repeat(32)), b"blob").unwrap();
+        std::fs::write(cache.image_path("k1").unwrap(), b"sif").unwrap();
+        let listed = cache.list().unwrap();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(cache
+            .clean(Some(Duration::from_secs(3600)))
+            .unwrap()
+            .is_empty());
+        assert_eq!(cache.clean(None).unwrap().len(), 2);
+        assert!(cache.list().unwrap().is_empty());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_key_lock_excludes_a_second_holder() {
+        let root = std::env::temp_dir().join(format!("rsing-cachelock-{}", std::process::id()));
+        let cache = Cache::at(root.clone());
+        let held = cache.lock("k").unwrap();
+        let path = cache.image_path("k").unwrap().with_extension("lock");
+        let other = File::open(&path).unwrap();
+        assert!(
+            nix::fcntl::Flock::lock(other, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+        );
+        drop(held);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -42,7 +42,7 @@ enum Command {
     Exec {
         #[command(flatten)]
         runtime: RuntimeArgs,
-        /// SIF file, SquashFS file or directory
+        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
         image: String,
         /// Command and its arguments
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -52,7 +52,7 @@ enum Command {
     Run {
         #[command(flatten)]
         runtime: RuntimeArgs,
-        /// SIF file, SquashFS file or directory
+        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
         image: String,
         /// Arguments for the runscript
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -65,9 +65,20 @@ enum Command {
         /// Shell to run (default /bin/bash if present, else /bin/sh)
         #[arg(short, long, value_name = "PATH")]
         shell: Option<String>,
-        /// SIF file, SquashFS file or directory
+        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
         image: String,
     },
+    /// Build a SIF file from docker://, oci:, oci-archive:, docker-archive:, a directory, a
+    /// SquashFS or a SIF file
+    Build(crate::commands::build::BuildArgs),
+    /// Pull an image from a registry into a SIF file (docker://REF → NAME_TAG.sif)
+    Pull(crate::commands::build::PullArgs),
+    /// Cached blobs and images (list, clean)
+    #[command(subcommand)]
+    Cache(crate::commands::cache::CacheCommand),
+    /// Registry credentials (login, logout)
+    #[command(subcommand)]
+    Registry(crate::commands::registry::RegistryCommand),
     /// Show an image's labels, environment, runscript, definition file or OCI config
     Inspect(crate::commands::inspect::InspectArgs),
     /// Objects of a SIF file (list, dump)
@@ -111,6 +122,10 @@ pub fn main() -> ExitCode {
             image,
             args,
         } => exec::run(&global, &runtime, &image, Action::Run(args)),
+        Command::Build(args) => crate::commands::build::build(&global, &args),
+        Command::Pull(args) => crate::commands::build::pull(&global, &args),
+        Command::Cache(cmd) => crate::commands::cache::run(&cmd),
+        Command::Registry(cmd) => crate::commands::registry::run(&cmd),
         Command::Inspect(args) => crate::commands::inspect::run(args),
         Command::Sif(cmd) => crate::commands::sif::run(cmd),
         Command::Serve(args) => crate::commands::serve::run(args),

@@ -69,7 +69,11 @@ pub fn run(
     let started = std::time::Instant::now();
     let site = siteconf::load(global.config.as_deref())?;
     let host = HostFacts::gather().context("cannot read the calling process's state")?;
-    let opened = image::open(Path::new(image_arg))?;
+    let image_path = match image_arg.strip_prefix("docker://") {
+        Some(reference) => pulled(global, reference)?,
+        None => PathBuf::from(image_arg),
+    };
+    let opened = image::open(&image_path)?;
     let options = options(args, &site, &host)?;
     let (root, tree) = root_and_tree(&opened, &site, &host, &options)?;
     let tree = tree.tree();
@@ -88,6 +92,21 @@ pub fn run(
         plan,
     };
     Ok(runtime::run(container)?)
+}
+
+/// The cached SIF of `docker://REFERENCE`, pulled and converted first when missing (progress
+/// on stderr, so the command's own output stays clean).
+fn pulled(global: &Global, reference: &str) -> anyhow::Result<PathBuf> {
+    use super::progress::{Mode, Progress};
+    let progress = std::sync::Arc::new(Progress::new(Mode::detect(global.quiet)));
+    let args = super::fetch::ConvertArgs {
+        arch: None,
+        compress: "zstd".into(),
+        insecure: false,
+    };
+    let path = super::fetch::cached_image(reference, &args, &progress)?;
+    progress.clear();
+    Ok(path)
 }
 
 /// Where to find the image's shared server, unless sharing is off (site config

@@ -1,7 +1,14 @@
-//! One module per subcommand: turns parsed arguments into calls on `image` and `runtime`.
+//! One module per subcommand: turns parsed arguments into calls on `image`, `runtime`,
+//! `convert`, `registry` and `cache`.
 
+pub mod build;
+pub mod cache;
 pub mod exec;
+mod fetch;
 pub mod inspect;
+mod pack;
+mod progress;
+pub mod registry;
 pub mod serve;
 pub mod sif;
 pub mod siteconf;

@@ -46,6 +46,11 @@ pub enum ObjectSource {
         offset: u64,
         len: u64,
     },
+    /// `len` bytes already written to the output at the object's planned offset (a partition
+    /// streamed straight into place before the header is written); `write_to` skips over them.
+    InPlace {
+        len: u64,
+    },
 }
 
 impl ObjectSource {
@@ -53,6 +58,7 @@ impl ObjectSource {
         match self {
             ObjectSource::Bytes(b) => b.len() as u64,
             ObjectSource::File { len, .. } => *len,
+            ObjectSource::InPlace { len } => *len,
         }
     }
 }
@@ -291,6 +297,9 @@ impl SifWriter {
             match &o.source {
                 ObjectSource::Bytes(b) => out.write_all(b)?,
                 ObjectSource::File { file, offset, len } => copy_range(file, *offset, *len, out)?,
+                ObjectSource::InPlace { .. } => {
+                    out.seek(SeekFrom::Start(d.end()))?;
+                }
             }
             cur = d.end();
         }
