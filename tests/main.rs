@@ -17,6 +17,7 @@ mod fixtures;
 mod util;
 
 mod binds; // bind mounts: -B, RSING_BIND, --home, --no-home, --pwd, default binds
+mod build; // rsing build: OCI layouts, archives, dirs, SquashFS → SIF; tree equals umoci's
 mod config; // the site config file: bind path, deny bind path, mount home/tmp
 mod contain; // --contain, --containall, --writable-tmpfs
 mod env; // environment composition and precedence
@@ -25,6 +26,7 @@ mod exec; // CLI basics, exit status, stdio, run, shell
 mod identity; // ids, passwd/group, no_new_privs, --fakeroot
 mod images; // each image format runs the same commands
 mod inspect; // rsing inspect and rsing sif list/dump
+mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, errors
 mod share; // the shared image server
 mod signals; // signal forwarding, 128+N, nothing left behind
 mod squashfs_tree; // the tree served by rsing equals what unsquashfs reads

@@ -115,28 +115,18 @@ fn write_image(
     Ok(())
 }
 
-/// Puts a copy of cache entry `cached` at `target`: a hard link when they share a filesystem
-/// (instant; cache entries are never modified), else a copy; atomically either way.
+/// Puts a copy of cache entry `cached` at `target`, atomically: a reflink where the
+/// filesystem shares extents (btrfs, XFS: instant), else a copy. Never a hard link: SIF files
+/// are edited in place by signing and overlay tools, which must not change the cache.
 pub fn publish_copy(cached: &Path, target: &Path) -> anyhow::Result<()> {
-    let staged = target.with_file_name(format!(
-        ".{}.rsing-{}",
-        target.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&staged);
-    if std::fs::hard_link(cached, &staged).is_ok() {
-        return std::fs::rename(&staged, target)
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&staged);
-            })
-            .with_context(|| format!("cannot write {}", target.display()));
-    }
-    let mut out = AtomicFile::create(target, 0o755)
-        .with_context(|| format!("cannot create {}", target.display()))?;
     let mut from = std::fs::File::open(cached)
         .with_context(|| format!("cannot read cached image {}", cached.display()))?;
-    std::io::copy(&mut from, out.file())
-        .with_context(|| format!("cannot write {}", target.display()))?;
+    let mut out = AtomicFile::create(target, 0o755)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    if !crate::cache::reflink(&from, out.file()) {
+        std::io::copy(&mut from, out.file())
+            .with_context(|| format!("cannot write {}", target.display()))?;
+    }
     out.commit()
         .with_context(|| format!("cannot write {}", target.display()))
 }

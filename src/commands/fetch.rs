@@ -139,13 +139,17 @@ pub fn cached_image(
     let reference = Reference::parse(reference)?;
     let platform = args.platform()?;
     let options = args.options(deffile_for(&format!("docker://{reference}")))?;
+    let cache = Cache::locate().context("cache")?;
+    let blob_dir = cache
+        .blob_dir()
+        .with_context(|| format!("cache {}", cache.root().display()))?;
     let client = Registry::new(registry::Options {
         insecure: insecure_registries(args, &reference),
         platform: platform.clone(),
         parallel: 4,
-    })?;
+    })?
+    .with_config_store(blob_dir.clone());
     let remote = client.resolve(&reference)?;
-    let cache = Cache::locate().context("cache")?;
     let key = image_key(&remote.manifest_digest, &platform, &options);
     let path = cache
         .image_path(&key)
@@ -158,7 +162,6 @@ pub fn cached_image(
     if path.exists() {
         return Ok(path); // converted by a concurrent rsing while we waited
     }
-    let blob_dir = cache.blob_dir()?;
     let files = client.fetch_blobs(&reference, &remote, &blob_dir, progress.as_ref())?;
     let image = remote.into_resolved(format!("docker://{reference}"), files);
     let mut out =
@@ -190,8 +193,11 @@ fn insecure_registries(args: &ConvertArgs, reference: &Reference) -> Vec<String>
 fn image_key(manifest: &Digest, platform: &Platform, options: &ConvertOptions) -> String {
     use sha2::Digest as _;
     let text = format!(
-        "rsing-image-v1\n{manifest}\n{platform}\n{:?}:{:?}\n{:?}\n",
-        options.compressor, options.level, options.source_date_epoch
+        "rsing-image-v1\n{manifest}\n{platform}\n{:?}:{:?}\n{:?}\n{}",
+        options.compressor,
+        options.level,
+        options.source_date_epoch,
+        String::from_utf8_lossy(&options.deffile)
     );
     let hash = sha2::Sha256::digest(text.as_bytes());
     hash.iter().take(16).map(|b| format!("{b:02x}")).collect()

@@ -159,11 +159,8 @@ impl ConvertProgress {
 
 impl crate::convert::Observer for ConvertProgress {
     fn layer_progress(&self, index: usize, done: u64) {
-        let id = format!("convert-{index}");
-        self.progress.update(&id, done);
-        if self.sizes.get(index).is_some_and(|s| done >= *s) {
-            self.progress
-                .finish(&id, &format!("converted layer {}", index + 1));
-        }
+        // Finished only by `finish_all`, once the whole conversion (digest checks included)
+        // has succeeded.
+        self.progress.update(&format!("convert-{index}"), done);
     }
 }

@@ -125,6 +125,9 @@ pub struct Registry {
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     /// The first pause between retries (tests shorten it).
     pub(crate) backoff: Duration,
+    /// A blob store (`sha256/<hex>`) where image configs are looked up before they are
+    /// fetched, and kept after: a repeated pull then costs one manifest request.
+    config_store: Option<PathBuf>,
 }
 
 /// The host part of `host[:port]` or `[v6]:port`.
@@ -162,7 +165,37 @@ impl Registry {
             rt,
             conns: Mutex::new(HashMap::new()),
             backoff: Duration::from_secs(1),
+            config_store: None,
         })
+    }
+
+    /// Keeps image configs in (and reads them from) blob store `dir` (`dir/sha256/<hex>`).
+    pub fn with_config_store(mut self, dir: PathBuf) -> Registry {
+        self.config_store = Some(dir);
+        self
+    }
+
+    /// The config blob from the store, if it is there and intact.
+    fn stored_config(&self, digest: &Digest) -> Option<Vec<u8>> {
+        let path = self
+            .config_store
+            .as_ref()?
+            .join("sha256")
+            .join(digest.hex());
+        let bytes = std::fs::read(path).ok()?;
+        (Digest::of(&bytes) == *digest).then_some(bytes)
+    }
+
+    /// Keeps a verified config blob in the store (best effort: a cache, never required).
+    fn store_config(&self, digest: &Digest, bytes: &[u8]) {
+        let Some(dir) = &self.config_store else {
+            return;
+        };
+        let path = dir.join("sha256").join(digest.hex());
+        let staged = path.with_extension(format!("config.{}", std::process::id()));
+        if std::fs::write(&staged, bytes).is_ok() && std::fs::rename(&staged, &path).is_err() {
+            let _ = std::fs::remove_file(&staged);
+        }
     }
 
     pub fn options(&self) -> &Options {
@@ -269,21 +302,23 @@ impl Registry {
                 )),
             ));
         }
-        let config_raw = self
-            .blob_bytes(
-                conn,
-                r,
-                &config_digest,
-                config_desc.media_type().to_string(),
-                &subject,
-            )
-            .await?;
-        check_digest(
-            &r.registry,
-            "config",
-            &config_digest,
-            &Digest::of(&config_raw),
-        )?;
+        let config_raw = match self.stored_config(&config_digest) {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = self
+                    .blob_bytes(
+                        conn,
+                        r,
+                        &config_digest,
+                        config_desc.media_type().to_string(),
+                        &subject,
+                    )
+                    .await?;
+                check_digest(&r.registry, "config", &config_digest, &Digest::of(&bytes))?;
+                self.store_config(&config_digest, &bytes);
+                bytes
+            }
+        };
         let config = oci::parse_config(&config_raw).map_err(image_err)?;
         let arch = config.architecture().to_string();
         if arch != self.opts.platform.architecture {

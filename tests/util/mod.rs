@@ -4,6 +4,8 @@
 
 mod cmd;
 mod guard;
+pub mod oci;
+pub mod registry;
 
 pub use cmd::RsingCmd;
 pub use guard::{have_tools, missing};
