@@ -520,3 +520,32 @@ fn existing_target_needs_force() {
         out_dir.display()
     );
 }
+
+#[test]
+fn sandbox_holds_the_same_tree_as_umoci_unpack_and_runs() {
+    let t = TestEnv::new();
+    let Some(sandbox) = prerequisites(&["umoci"]) else {
+        return;
+    };
+    let layout = layered_layout(&t, &sandbox);
+    let rootfs = oci::umoci_unpack(&layout, "layered", &t.dir.join("bundle"));
+    let mut expected = oci::listing(&rootfs);
+    let target = t.dir.join("sandbox");
+    build(&t, ["--sandbox".to_string(), path_arg(&target), layout.reference("layered")])
+        .env("SOURCE_DATE_EPOCH", "1750000000")
+        .assert_exit(0);
+    let actual = comparable(oci::listing(&target), &mut expected);
+    oci::assert_same_listing("umoci", &expected, "rsing build --sandbox", &actual);
+    assert_eq!(t.exec(&target, ["cat", "/data/keep"]).stdout_str(), "kept");
+    // An existing sandbox is only replaced with --force; nothing is left beside it.
+    build(&t, [path_arg(&target), layout.reference("layered")])
+        .arg("--sandbox")
+        .assert_fails_naming(&path_arg(&target));
+    let leftovers: Vec<_> = std::fs::read_dir(&t.dir)
+        .expect("test dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

@@ -17,12 +17,15 @@ use crate::cache::AtomicFile;
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
+    /// Write a directory (a sandbox image) instead of a SIF file
+    #[arg(short, long)]
+    sandbox: bool,
     /// Overwrite an existing target
     #[arg(short = 'F', long)]
     force: bool,
     #[command(flatten)]
     convert: ConvertArgs,
-    /// The SIF file to write
+    /// The SIF file (or, with --sandbox, the directory) to write
     target: PathBuf,
     /// docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG], a
     /// directory, a SquashFS file or a SIF file
@@ -48,14 +51,74 @@ pub struct PullArgs {
 
 pub fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<i32> {
     let progress = Arc::new(Progress::new(Mode::detect(global.quiet)));
-    write_image(
-        &args.source,
-        &args.target,
-        args.force,
-        &args.convert,
-        &progress,
-    )?;
+    if args.sandbox {
+        write_sandbox(&args.source, &args.target, args.force, &args.convert, &progress)?;
+    } else {
+        write_image(&args.source, &args.target, args.force, &args.convert, &progress)?;
+    }
     Ok(0)
+}
+
+/// `build --sandbox`: the image is converted to a SIF first (the cached one for `docker://`,
+/// an anonymous temporary file otherwise), then unpacked into a hidden directory beside the
+/// target that is renamed into place when complete.
+fn write_sandbox(
+    source: &str,
+    target: &Path,
+    force: bool,
+    convert: &ConvertArgs,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<()> {
+    if target.symlink_metadata().is_ok() {
+        if !force {
+            bail!("{} already exists (use --force to replace it)", target.display());
+        }
+        std::fs::remove_dir_all(target)
+            .or_else(|_| std::fs::remove_file(target))
+            .with_context(|| format!("cannot remove {}", target.display()))?;
+    }
+    if Path::new(source).is_dir() {
+        bail!("build source {source} is a directory already: it is a sandbox as it is");
+    }
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut scratch = AtomicFile::create(&parent.join(".rsing-sandbox.sif"), 0o600)
+        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+    let sif = match source.strip_prefix("docker://") {
+        Some(reference) => {
+            std::fs::File::open(fetch::cached_image(reference, convert, progress)?)?
+        }
+        None => {
+            write_into(source, scratch.file(), convert, progress)?;
+            scratch.file().try_clone()?
+        }
+    };
+    let image = crate::sif::SifFile::read(&sif).context("reading the converted image")?;
+    let offset = image
+        .primary_partition()
+        .context("reading the converted image")?
+        .offset;
+    let archive =
+        crate::squashfs::Archive::open(sif, offset).context("reading the converted image")?;
+    let staged = target.with_file_name(format!(
+        ".{}.rsing-{}",
+        target.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    progress.say(&format!("unpacking into {}", target.display()));
+    if let Err(e) = crate::convert::extract(&archive, &staged) {
+        // Directories are owner-writable after extraction, so the partial tree is removable.
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e).with_context(|| format!("unpacking into {}", target.display()));
+    }
+    std::fs::rename(&staged, target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    drop(scratch);
+    progress.clear();
+    progress.say(&format!("wrote {}", target.display()));
+    Ok(())
 }
 
 pub fn pull(global: &Global, args: &PullArgs) -> anyhow::Result<i32> {
@@ -94,25 +157,32 @@ fn write_image(
     if let Some(reference) = source.strip_prefix("docker://") {
         let cached = fetch::cached_image(reference, convert, progress)?;
         publish_copy(&cached, target)?;
-    } else if fetch::is_oci_source(source) {
-        let image = fetch::resolve_local(source, convert)?;
+    } else {
         let mut out = AtomicFile::create(target, 0o755)
             .with_context(|| format!("cannot create {}", target.display()))?;
-        fetch::convert_into(
-            &image,
-            out.file(),
-            convert,
-            progress,
-            &fetch::deffile_for(source),
-        )?;
+        write_into(source, out.file(), convert, progress)?;
         out.commit()
             .with_context(|| format!("cannot write {}", target.display()))?;
-    } else {
-        super::pack::pack(Path::new(source), target, convert, progress)?;
     }
     progress.clear();
     progress.say(&format!("wrote {}", target.display()));
     Ok(())
+}
+
+/// Converts a local source (OCI layout or archive, directory, SquashFS, SIF) into `out`.
+fn write_into(
+    source: &str,
+    out: &mut std::fs::File,
+    convert: &ConvertArgs,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<()> {
+    if fetch::is_oci_source(source) {
+        let image = fetch::resolve_local(source, convert)?;
+        fetch::convert_into(&image, out, convert, progress, &fetch::deffile_for(source))?;
+        Ok(())
+    } else {
+        super::pack::pack(Path::new(source), out, convert, progress)
+    }
 }
 
 /// Puts a copy of cache entry `cached` at `target`, atomically: a reflink where the

@@ -9,12 +9,12 @@ use anyhow::{bail, Context};
 
 use super::fetch::{deffile_for, ConvertArgs};
 use super::progress::Progress;
-use crate::cache::AtomicFile;
 use crate::convert;
 
+/// Writes the SIF made from `source` to `out`.
 pub fn pack(
     source: &Path,
-    target: &Path,
+    out: &mut std::fs::File,
     args: &ConvertArgs,
     progress: &Arc<Progress>,
 ) -> anyhow::Result<()> {
@@ -25,11 +25,9 @@ pub fn pack(
         )
     })?;
     let options = args.options(deffile_for(&source.to_string_lossy()))?;
-    let mut out = AtomicFile::create(target, 0o755)
-        .with_context(|| format!("cannot create {}", target.display()))?;
     if meta.is_dir() {
         progress.say(&format!("packing directory {}", source.display()));
-        convert::dir_to_sif(source, out.file(), &options)
+        convert::dir_to_sif(source, out, &options)
             .with_context(|| format!("packing {}", source.display()))?;
     } else {
         let mut magic = [0u8; 64];
@@ -38,13 +36,12 @@ pub fn pack(
             .with_context(|| format!("cannot read {}", source.display()))?;
         let magic = &magic[..n];
         if magic.starts_with(b"hsqs") {
-            convert::wrap_squashfs(source, out.file(), &options)
+            convert::wrap_squashfs(source, out, &options)
                 .with_context(|| format!("wrapping {}", source.display()))?;
         } else if crate::sif::is_sif(magic) {
             let mut from = std::fs::File::open(source)
                 .with_context(|| format!("cannot read {}", source.display()))?;
-            std::io::copy(&mut from, out.file())
-                .with_context(|| format!("cannot write {}", target.display()))?;
+            std::io::copy(&mut from, out).context("writing the image")?;
         } else {
             bail!(
                 "build source {}: not a SIF or SquashFS file",
@@ -52,6 +49,5 @@ pub fn pack(
             );
         }
     }
-    out.commit()
-        .with_context(|| format!("cannot write {}", target.display()))
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! never copied.
 
 mod dir;
+mod extract;
 pub mod flatten;
 mod sif_out;
 pub mod singularity_d;
@@ -108,6 +109,7 @@ pub fn dir_to_sif(
 }
 
 pub use dir::wrap_squashfs;
+pub use extract::extract;
 
 /// The `config` object of an image config (what Apptainer stores as `oci-config.json`).
 fn config_object(raw: &[u8]) -> Result<serde_json::Value> {
