@@ -445,3 +445,38 @@ fn pull_by_digest_records_the_digest() {
         "pulled by digest, but: {of_digest}"
     );
 }
+
+#[test]
+fn registry_login_checks_and_stores_credentials() {
+    let t = TestEnv::new();
+    let Some((registry, _, uri)) = busybox_registry(&t, true) else {
+        return;
+    };
+    let store = t.dir.join("config");
+    let login = |password: &str| {
+        rsing(&t, "cache-login")
+            .env("RSING_CONFIG_DIR", &store)
+            .args(["registry", "login", "-u", USER, "--password-stdin", &registry.addr])
+            .stdin(format!("{password}\n"))
+    };
+    let line = login("wrong").assert_error_naming(&registry.addr);
+    eprintln!("REPORT: {line}");
+    assert!(!store.join("auth.json").exists(), "wrong credentials were stored");
+    login(PASSWORD).assert_exit(0);
+    let mode = std::fs::metadata(store.join("auth.json"))
+        .expect("the credential store")
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the credential store is readable by others");
+    rsing(&t, "cache-login")
+        .env("RSING_CONFIG_DIR", &store)
+        .args(["pull", "--name", "login.sif", &uri])
+        .assert_exit(0);
+    rsing(&t, "cache-logout")
+        .env("RSING_CONFIG_DIR", &store)
+        .args(["registry", "logout", &registry.addr])
+        .assert_exit(0);
+    rsing(&t, "cache-logout")
+        .env("RSING_CONFIG_DIR", &store)
+        .args(["pull", "--name", "after.sif", &uri])
+        .assert_error_naming(&registry.addr);
+}
