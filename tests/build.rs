@@ -531,9 +531,16 @@ fn sandbox_holds_the_same_tree_as_umoci_unpack_and_runs() {
     let rootfs = oci::umoci_unpack(&layout, "layered", &t.dir.join("bundle"));
     let mut expected = oci::listing(&rootfs);
     let target = t.dir.join("sandbox");
-    build(&t, ["--sandbox".to_string(), path_arg(&target), layout.reference("layered")])
-        .env("SOURCE_DATE_EPOCH", "1750000000")
-        .assert_exit(0);
+    build(
+        &t,
+        [
+            "--sandbox".to_string(),
+            path_arg(&target),
+            layout.reference("layered"),
+        ],
+    )
+    .env("SOURCE_DATE_EPOCH", "1750000000")
+    .assert_exit(0);
     let actual = comparable(oci::listing(&target), &mut expected);
     oci::assert_same_listing("umoci", &expected, "rsing build --sandbox", &actual);
     assert_eq!(t.exec(&target, ["cat", "/data/keep"]).stdout_str(), "kept");

@@ -456,17 +456,31 @@ fn registry_login_checks_and_stores_credentials() {
     let login = |password: &str| {
         rsing(&t, "cache-login")
             .env("RSING_CONFIG_DIR", &store)
-            .args(["registry", "login", "-u", USER, "--password-stdin", &registry.addr])
+            .args([
+                "registry",
+                "login",
+                "-u",
+                USER,
+                "--password-stdin",
+                &registry.addr,
+            ])
             .stdin(format!("{password}\n"))
     };
     let line = login("wrong").assert_error_naming(&registry.addr);
     eprintln!("REPORT: {line}");
-    assert!(!store.join("auth.json").exists(), "wrong credentials were stored");
+    assert!(
+        !store.join("auth.json").exists(),
+        "wrong credentials were stored"
+    );
     login(PASSWORD).assert_exit(0);
     let mode = std::fs::metadata(store.join("auth.json"))
         .expect("the credential store")
         .mode();
-    assert_eq!(mode & 0o777, 0o600, "the credential store is readable by others");
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the credential store is readable by others"
+    );
     rsing(&t, "cache-login")
         .env("RSING_CONFIG_DIR", &store)
         .args(["pull", "--name", "login.sif", &uri])

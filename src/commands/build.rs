@@ -52,9 +52,21 @@ pub struct PullArgs {
 pub fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<i32> {
     let progress = Arc::new(Progress::new(Mode::detect(global.quiet)));
     if args.sandbox {
-        write_sandbox(&args.source, &args.target, args.force, &args.convert, &progress)?;
+        write_sandbox(
+            &args.source,
+            &args.target,
+            args.force,
+            &args.convert,
+            &progress,
+        )?;
     } else {
-        write_image(&args.source, &args.target, args.force, &args.convert, &progress)?;
+        write_image(
+            &args.source,
+            &args.target,
+            args.force,
+            &args.convert,
+            &progress,
+        )?;
     }
     Ok(0)
 }
@@ -71,7 +83,10 @@ fn write_sandbox(
 ) -> anyhow::Result<()> {
     if target.symlink_metadata().is_ok() {
         if !force {
-            bail!("{} already exists (use --force to replace it)", target.display());
+            bail!(
+                "{} already exists (use --force to replace it)",
+                target.display()
+            );
         }
         std::fs::remove_dir_all(target)
             .or_else(|_| std::fs::remove_file(target))
@@ -87,9 +102,7 @@ fn write_sandbox(
     let mut scratch = AtomicFile::create(&parent.join(".rsing-sandbox.sif"), 0o600)
         .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
     let sif = match source.strip_prefix("docker://") {
-        Some(reference) => {
-            std::fs::File::open(fetch::cached_image(reference, convert, progress)?)?
-        }
+        Some(reference) => std::fs::File::open(fetch::cached_image(reference, convert, progress)?)?,
         None => {
             write_into(source, scratch.file(), convert, progress)?;
             scratch.file().try_clone()?

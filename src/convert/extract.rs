@@ -92,9 +92,7 @@ fn write_file(archive: &Archive, inode: &Inode, path: &Path) -> Result<()> {
     let mut buf = vec![0u8; 1 << 17];
     let mut offset = 0u64;
     while offset < inode.size {
-        let n = archive
-            .read_at(inode, offset, &mut buf)
-            .map_err(squashfs)?;
+        let n = archive.read_at(inode, offset, &mut buf).map_err(squashfs)?;
         if n == 0 {
             break;
         }
@@ -119,7 +117,11 @@ fn write_placeholder(path: &Path, mode: u16) -> Result<()> {
 
 fn set_mtime(path: &Path, mtime: u32) {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(mtime));
-    if let Ok(f) = File::options().write(true).open(path).or_else(|_| File::open(path)) {
+    if let Ok(f) = File::options()
+        .write(true)
+        .open(path)
+        .or_else(|_| File::open(path))
+    {
         let _ = f.set_modified(time);
     }
 }
