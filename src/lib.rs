@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod convert;
 pub mod fuse;
+pub mod gpu;
 pub mod image;
 pub mod oci;
 pub mod registry;

@@ -76,6 +76,11 @@ enum Command {
     /// Cached blobs and images (list, clean)
     #[command(subcommand)]
     Cache(crate::commands::cache::CacheCommand),
+    /// What --nv would inject: driver version, libraries, binaries, devices
+    Gpu(crate::commands::gpu::GpuArgs),
+    /// Environment modules for containers (create)
+    #[command(subcommand)]
+    Module(crate::commands::module::ModuleCommand),
     /// Registry credentials (login, logout)
     #[command(subcommand)]
     Registry(crate::commands::registry::RegistryCommand),
@@ -126,6 +131,8 @@ pub fn main() -> ExitCode {
         Command::Pull(args) => crate::commands::build::pull(&global, &args),
         Command::Cache(cmd) => crate::commands::cache::run(&cmd),
         Command::Registry(cmd) => crate::commands::registry::run(&cmd),
+        Command::Gpu(args) => crate::commands::gpu::run(&global, &args),
+        Command::Module(cmd) => crate::commands::module::run(&global, &cmd),
         Command::Inspect(args) => crate::commands::inspect::run(args),
         Command::Sif(cmd) => crate::commands::sif::run(cmd),
         Command::Serve(args) => crate::commands::serve::run(args),

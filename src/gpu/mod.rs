@@ -1,0 +1,1 @@
+//! Host GPU discovery for `--nv` and CDI (being written).
