@@ -41,14 +41,7 @@ const LIMIT: usize = 16 << 20;
 const ENV_DIR: &str = "/.singularity.d/env";
 
 pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
-    let opened = image::open(Path::new(&args.image))?;
-    let tree: Arc<dyn Tree> = match &opened.root {
-        Root::Squashfs { file, offset } => Arc::new(
-            Archive::open(file.try_clone()?, *offset)
-                .with_context(|| format!("image {}", opened.path.display()))?,
-        ),
-        Root::Directory(dir) => Arc::new(DirTree::new(dir)),
-    };
+    let (opened, tree) = open_tree(Path::new(&args.image))?;
     let report = Report::gather(&opened, tree.as_ref())?;
     let none = !(args.labels || args.env || args.runscript || args.deffile || args.oci_config);
     let wanted = [
@@ -75,6 +68,25 @@ pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// An image's labels exactly as `rsing inspect --labels` shows them (OCI config labels,
+/// overridden by `/.singularity.d/labels.json`), for other commands (`rsing module create`).
+pub fn labels(image: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let (opened, tree) = open_tree(image)?;
+    Ok(Report::gather(&opened, tree.as_ref())?.labels)
+}
+
+fn open_tree(image: &Path) -> anyhow::Result<(OpenedImage, Arc<dyn Tree>)> {
+    let opened = image::open(image)?;
+    let tree: Arc<dyn Tree> = match &opened.root {
+        Root::Squashfs { file, offset } => Arc::new(
+            Archive::open(file.try_clone()?, *offset)
+                .with_context(|| format!("image {}", opened.path.display()))?,
+        ),
+        Root::Directory(dir) => Arc::new(DirTree::new(dir)),
+    };
+    Ok((opened, tree))
 }
 
 /// What `inspect` can show, read once.
