@@ -156,3 +156,15 @@ fn shell_on_a_tty_prompts_with_the_image_name() {
         "PS1 does not name the image: {prompt}\n{out}"
     );
 }
+
+#[test]
+fn completions_name_every_subcommand() {
+    let t = TestEnv::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = t.rsing().args(["completions", shell]).stdout_str();
+        for word in ["exec", "pull", "build", "inspect", "module"] {
+            assert!(out.contains(word), "{shell} completions lack '{word}'");
+        }
+    }
+    t.rsing().args(["completions", "tcsh"]).assert_exit(2);
+}

@@ -23,10 +23,13 @@ mod contain; // --contain, --containall, --writable-tmpfs
 mod env; // environment composition and precedence
 mod errors; // bad input: exit 255 and one `rsing: error:` line naming the thing
 mod exec; // CLI basics, exit status, stdio, run, shell
+mod gpu; // --nv, --device (CDI), rsing gpu: against the stub driver or a real one
 mod identity; // ids, passwd/group, no_new_privs, --fakeroot
 mod images; // each image format runs the same commands
 mod inspect; // rsing inspect and rsing sif list/dump
+mod modules; // environment modules: rsing's modulefiles, rsing module create, Lmod and Tcl
 mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, errors
 mod share; // the shared image server
 mod signals; // signal forwarding, 128+N, nothing left behind
+mod slurm; // under a real Slurm: batch scripts, arrays, scancel, MPI (PMIx), SPANK, GRES gpu
 mod squashfs_tree; // the tree served by rsing equals what unsquashfs reads

@@ -6,9 +6,9 @@
  *
  * runs every task as `rsing exec [-B MOUNTS] [--pwd DIR] IMAGE CMD ARGS...`. IMAGE is anything
  * `rsing exec` takes: a SIF, a SquashFS file, a directory or docker://REF (pulled through the
- * user's cache, once per node even when many tasks start at once). Tasks of one image on one
- * node share one user namespace and one FUSE mount through rsing's image server, as pyxis's
- * tasks share one container, so MPI shared-memory transports work between them.
+ * user's cache, once per node even when many tasks start at once). The tasks of one job step
+ * on one node share one user namespace and one FUSE mount through rsing's image server, as
+ * pyxis's tasks share one container, so MPI shared-memory transports work between them.
  *
  * Plugin arguments (plugstack.conf):  required /path/spank_rsing.so [rsing=/path/to/rsing]
  *   rsing=PATH   the rsing binary (default: `rsing` found on the task's PATH)
@@ -38,15 +38,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <slurm/slurm_version.h>
+#include <slurm/slurm.h>
 #include <slurm/spank.h>
 
 SPANK_PLUGIN(rsing, 1);
-
-/* Step ids of steps that are not srun's (slurm.h; repeated so that only spank.h is needed). */
-#define RSING_BATCH_STEP 0xfffffffbU
-#define RSING_EXTERN_STEP 0xfffffffcU
-#define RSING_INTERACTIVE_STEP 0xfffffffaU
 
 enum { OPT_IMAGE, OPT_MOUNTS, OPT_WORKDIR, OPT_ENV };
 
@@ -73,7 +68,8 @@ static int set_option(int val, const char *optarg, int remote)
 	return *slot ? 0 : -1;
 }
 
-struct spank_option spank_options[] = {
+/* Registered with spank_option_register: a `spank_options` table is not offered by sbatch. */
+static struct spank_option options[] = {
 	{ "container-image", "IMAGE",
 	  "Run each task in `rsing exec IMAGE` (SIF, SquashFS, directory or docker://REF)", 1,
 	  OPT_IMAGE, set_option },
@@ -90,7 +86,16 @@ struct spank_option spank_options[] = {
 int slurm_spank_init(spank_t sp, int ac, char **av)
 {
 	int i;
-	(void)sp;
+	spank_context_t ctx = spank_context();
+	/* slurmd and prolog/epilog contexts have no options and no tasks: nothing to do. */
+	if (ctx != S_CTX_LOCAL && ctx != S_CTX_REMOTE && ctx != S_CTX_ALLOCATOR)
+		return 0;
+	for (i = 0; options[i].name; i++) {
+		if (spank_option_register(sp, &options[i]) != ESPANK_SUCCESS) {
+			slurm_error("rsing: cannot register --%s", options[i].name);
+			return -1;
+		}
+	}
 	for (i = 0; i < ac; i++) {
 		if (strncmp(av[i], "rsing=", 6) == 0 && av[i][6]) {
 			if (strlen(av[i] + 6) >= sizeof(rsing_bin)) {
@@ -113,8 +118,9 @@ static int is_srun_step(spank_t sp)
 	uint32_t step = 0;
 	if (spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS)
 		return 0;
-	return step != RSING_BATCH_STEP && step != RSING_EXTERN_STEP &&
-	       step != RSING_INTERACTIVE_STEP;
+	/* Not the batch script, the extern step (pam_slurm_adopt) or salloc's interactive step. */
+	return step != SLURM_BATCH_SCRIPT && step != SLURM_EXTERN_CONT &&
+	       step != SLURM_INTERACTIVE_STEP;
 }
 
 /* Sets RSINGENV_NAME to the task's NAME for each NAME of the comma list. */

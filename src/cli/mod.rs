@@ -81,6 +81,11 @@ enum Command {
     /// Environment modules for containers (create)
     #[command(subcommand)]
     Module(crate::commands::module::ModuleCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
     /// Registry credentials (login, logout)
     #[command(subcommand)]
     Registry(crate::commands::registry::RegistryCommand),
@@ -131,6 +136,11 @@ pub fn main() -> ExitCode {
         Command::Pull(args) => crate::commands::build::pull(&global, &args),
         Command::Cache(cmd) => crate::commands::cache::run(&cmd),
         Command::Registry(cmd) => crate::commands::registry::run(&cmd),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "rsing", &mut std::io::stdout());
+            Ok(0)
+        }
         Command::Gpu(args) => crate::commands::gpu::run(&global, &args),
         Command::Module(cmd) => crate::commands::module::run(&global, &cmd),
         Command::Inspect(args) => crate::commands::inspect::run(args),

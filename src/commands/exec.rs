@@ -50,6 +50,13 @@ pub struct RuntimeArgs {
     /// Appear as root (uid 0) inside the container
     #[arg(long)]
     pub fakeroot: bool,
+    /// Inject the host's NVIDIA driver: libraries, programs, device nodes (see `rsing gpu`)
+    #[arg(long)]
+    pub nv: bool,
+    /// Add a device: a CDI name (vendor/class=name, e.g. nvidia.com/gpu=all) or a host device
+    /// node path; repeatable
+    #[arg(long = "device", value_name = "KIND=NAME")]
+    pub device: Vec<String>,
 }
 
 /// What to start in the container.
@@ -74,13 +81,38 @@ pub fn run(
         None => PathBuf::from(image_arg),
     };
     let opened = image::open(&image_path)?;
-    let options = options(args, &site, &host)?;
+    let mut options = options(args, &site, &host)?;
+    let gpu = if args.nv || !args.device.is_empty() {
+        let gpu =
+            super::gpu::injection(global, &site, &host, args.nv, &args.device, options.contain)?;
+        options.binds.extend(gpu.binds.iter().cloned());
+        options.devices = gpu.devices.clone();
+        if !gpu.libs.is_empty() {
+            options.file_dirs.push(binds::FileDir {
+                dst: super::gpu::LIBS_DIR.to_string(),
+                files: gpu.libs.clone(),
+            });
+        }
+        gpu
+    } else {
+        super::gpu::Injection::default()
+    };
     let (root, tree) = root_and_tree(&opened, &site, &host, &options)?;
     let tree = tree.tree();
     tracing::debug!(us = started.elapsed().as_micros() as u64, "image opened");
     let plan = plan::build(&options, &host, tree)?;
-    let env = env_layers(args, &options, &host, &opened, tree, &plan, &action)?;
+    let mut env = env_layers(args, &options, &host, &opened, tree, &plan, &action)?;
+    env.runtime.extend(gpu.env.iter().cloned());
+    if !gpu.libs.is_empty() {
+        add_libs_dir(
+            &env.image,
+            &env.image_scripts,
+            &mut env.runtime,
+            &mut env.user,
+        );
+    }
     let argv = command_line(action, &opened, tree)?;
+    super::gpu::run_hooks(&gpu.hooks, &opened.path)?;
     tracing::debug!(us = started.elapsed().as_micros() as u64, "launch planned");
     let container = Container {
         root,
@@ -133,7 +165,14 @@ fn share_spec(
         .and_then(|v| v.parse().ok())
         .unwrap_or(site.share_linger);
     let rundir = share::runtime_dir(env("XDG_RUNTIME_DIR"))?;
-    share::spec(
+    // Under Slurm a server is shared within one job step only: it runs in the cgroup of the
+    // step that started it, and Slurm kills what is left there when that step ends, which
+    // would take the image away from a container of another job (an array task) that joined.
+    let scope = match (env("SLURM_JOB_ID"), env("SLURM_STEP_ID")) {
+        (Some(job), step) => format!("slurm:{job}.{}", step.unwrap_or("batch")),
+        (None, _) => String::new(),
+    };
+    let spec = share::spec(
         &opened.path,
         *offset,
         if options.fakeroot { 0 } else { host.uid },
@@ -141,7 +180,8 @@ fn share_spec(
         &opened.path.to_string_lossy(),
         linger,
         &rundir,
-    )
+    )?;
+    Some(spec.scoped(&scope))
 }
 
 /// Where the image's root comes from, and a view of it for planning. With a shared image
@@ -245,6 +285,8 @@ fn options(
         pwd: args.pwd.clone(),
         writable_tmpfs: args.writable_tmpfs,
         fakeroot: args.fakeroot,
+        devices: Vec::new(),
+        file_dirs: Vec::new(),
     })
 }
 
@@ -260,7 +302,7 @@ fn env_layers(
     plan: &plan::Plan,
     action: &Action,
 ) -> anyhow::Result<EnvLayers> {
-    let image = opened
+    let image: Vec<(String, String)> = opened
         .oci_config
         .as_ref()
         .and_then(|c| c.env.clone())
@@ -329,6 +371,39 @@ fn env_layers(
         runtime: runtime_vars,
         user,
     })
+}
+
+/// Puts the GPU libs directory on LD_LIBRARY_PATH, after the image's own entries. Images with
+/// Apptainer's `99-base.sh` append it themselves; for the others the image's value (from its
+/// OCI config) is extended here. A user's `--env LD_LIBRARY_PATH` is extended too.
+fn add_libs_dir(
+    image: &[(String, String)],
+    scripts: &[String],
+    runtime: &mut Vec<(String, String)>,
+    user: &mut [(String, String)],
+) {
+    const KEY: &str = "LD_LIBRARY_PATH";
+    let libs = super::gpu::LIBS_DIR;
+    let extend = |v: &str| -> String {
+        if v.split(':').any(|p| p == libs) {
+            v.to_string()
+        } else if v.is_empty() {
+            libs.to_string()
+        } else {
+            format!("{v}:{libs}")
+        }
+    };
+    if !scripts.iter().any(|s| s.ends_with("/99-base.sh")) {
+        let base = image
+            .iter()
+            .rev()
+            .find(|(k, _)| k == KEY)
+            .map(|(_, v)| v.as_str());
+        runtime.push((KEY.to_string(), extend(base.unwrap_or_default())));
+    }
+    for (_, v) in user.iter_mut().filter(|(k, _)| k == KEY) {
+        *v = extend(v);
+    }
 }
 
 fn is_kind(tree: &dyn Tree, path: &str, kind: NodeKind) -> bool {

@@ -86,8 +86,8 @@ fn create(global: &super::Global, args: &CreateArgs) -> anyhow::Result<i32> {
             args.image
         );
     }
-    let image = std::path::absolute(&args.image)
-        .with_context(|| format!("image {}", args.image))?;
+    let image =
+        std::path::absolute(&args.image).with_context(|| format!("image {}", args.image))?;
     let labels = super::inspect::labels(&image)?;
     let commands = commands(args, &labels, &image)?;
     let rsing = match &args.rsing {
@@ -150,11 +150,16 @@ fn create(global: &super::Global, args: &CreateArgs) -> anyhow::Result<i32> {
         std::fs::remove_file(other).with_context(|| format!("removing {}", other.display()))?;
     }
     tracing::info!(module = %args.module, file = %file.display(), "module written");
+    // The files written, one per line (for scripts); how to use them on stderr.
+    println!("{}", file.display());
+    for c in &commands {
+        println!("{}", module.bin.join(&c.name).display());
+    }
     if !global.quiet {
-        let names: Vec<&str> = commands.iter().map(|c| c.name.as_str()).collect();
-        println!("{}", file.display());
-        println!("{}/ {}", module.bin.display(), names.join(" "));
-        println!("use: module use {} && module load {name}/{version}", dest.display());
+        eprintln!(
+            "rsing: load it with: module use {} && module load {name}/{version}",
+            dest.display()
+        );
     }
     Ok(0)
 }
@@ -312,7 +317,11 @@ impl Module<'_> {
         ];
         if !self.labels.is_empty() {
             lines.push("Image labels:".to_string());
-            lines.extend(self.labels.iter().map(|(k, v)| format!("  {}", label(k, v))));
+            lines.extend(
+                self.labels
+                    .iter()
+                    .map(|(k, v)| format!("  {}", label(k, v))),
+            );
         }
         lines
     }
@@ -372,7 +381,11 @@ fn tcl(m: &Module) -> String {
         let _ = writeln!(out, "module-whatis {}", tcl_str(&line));
     }
     let _ = writeln!(out, "conflict {}", tcl_str(m.name));
-    let _ = writeln!(out, "prepend-path PATH {}", tcl_str(&m.bin.to_string_lossy()));
+    let _ = writeln!(
+        out,
+        "prepend-path PATH {}",
+        tcl_str(&m.bin.to_string_lossy())
+    );
     out
 }
 

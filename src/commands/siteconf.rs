@@ -12,6 +12,13 @@
 //! # one shared FUSE mount per user and image on a node, kept N seconds after its last user
 //! share images = yes
 //! share linger = 10
+//! # --nv: where the NVIDIA driver is (defaults: / and <root>/etc/ld.so.cache; device nodes
+//! # under <nvidia dev root>/dev, default the driver root), the injection list, CDI dirs
+//! nvidia root = /
+//! nvidia dev root = /
+//! nvidia ldcache = /etc/ld.so.cache
+//! nvliblist = /etc/rsing/nvliblist.conf
+//! cdi spec dirs = /opt/site/cdi
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -35,6 +42,17 @@ pub struct SiteConfig {
     pub share_images: bool,
     /// Seconds an image server stays after its last container.
     pub share_linger: u64,
+    /// `nvidia root`: prefix of the NVIDIA driver's files (`/` unless set).
+    pub nvidia_root: PathBuf,
+    /// `nvidia dev root`: prefix of its `dev/nvidia*` nodes (the driver root unless set).
+    pub nvidia_dev_root: Option<PathBuf>,
+    /// `nvidia ldcache`: the ld.so cache listing its libraries (`<root>/etc/ld.so.cache`).
+    pub nvidia_ldcache: Option<PathBuf>,
+    /// `nvliblist`: what `--nv` injects (`/etc/rsing/nvliblist.conf`, else the built-in list).
+    pub nvliblist: Option<PathBuf>,
+    /// `cdi spec dirs`: CDI spec directories read after /etc/cdi and /var/run/cdi (higher
+    /// priority); colon- or space-separated, the key may repeat.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Default for SiteConfig {
@@ -47,6 +65,11 @@ impl Default for SiteConfig {
             mount_tmp: true,
             share_images: true,
             share_linger: DEFAULT_LINGER,
+            nvidia_root: PathBuf::from("/"),
+            nvidia_dev_root: None,
+            nvidia_ldcache: None,
+            nvliblist: None,
+            cdi_spec_dirs: Vec::new(),
         }
     }
 }
@@ -98,6 +121,16 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<SiteConfig> {
                 ),
             }
         };
+        let absolute = |v: &str| -> anyhow::Result<PathBuf> {
+            if !v.starts_with('/') {
+                bail!(
+                    "config {} line {}: '{key}' takes an absolute path",
+                    path.display(),
+                    n + 1
+                );
+            }
+            Ok(PathBuf::from(v))
+        };
         match key.as_str() {
             "bind path" => conf.bind_paths.push(value.to_string()),
             "deny bind path" => conf.deny_bind_paths.push(PathBuf::from(value)),
@@ -112,6 +145,15 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<SiteConfig> {
                         n + 1
                     )
                 })?
+            }
+            "nvidia root" => conf.nvidia_root = absolute(value)?,
+            "nvidia dev root" => conf.nvidia_dev_root = Some(absolute(value)?),
+            "nvidia ldcache" => conf.nvidia_ldcache = Some(absolute(value)?),
+            "nvliblist" => conf.nvliblist = Some(absolute(value)?),
+            "cdi spec dirs" => {
+                for dir in value.split([':', ' ']).filter(|d| !d.is_empty()) {
+                    conf.cdi_spec_dirs.push(absolute(dir)?);
+                }
             }
             _ => bail!(
                 "config {} line {}: unknown key '{key}'",
@@ -162,5 +204,24 @@ mod tests {
         assert!(c.check_bind_source(Path::new("/rootx")).is_ok());
         assert!(parse("nonsense\n", Path::new("x")).is_err());
         assert!(parse("mount home = maybe\n", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn parses_gpu_keys() {
+        let c = parse(
+            "nvidia root = /run/nvidia/driver\nnvidia ldcache = /x/ld.so.cache\n\
+             cdi spec dirs = /a:/b /c\ncdi spec dirs = /d\nnvliblist = /e/list.conf\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.nvidia_root, Path::new("/run/nvidia/driver"));
+        assert_eq!(c.nvidia_dev_root, None);
+        assert_eq!(
+            c.nvidia_ldcache.as_deref(),
+            Some(Path::new("/x/ld.so.cache"))
+        );
+        assert_eq!(c.cdi_spec_dirs.len(), 4);
+        assert_eq!(c.nvliblist.as_deref(), Some(Path::new("/e/list.conf")));
+        assert!(parse("nvidia root = relative\n", Path::new("x")).is_err());
     }
 }

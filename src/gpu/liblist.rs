@@ -46,7 +46,9 @@ impl LibList {
 
     /// True when the cache name `name` is one of the listed libraries.
     pub fn wants_library(&self, name: &str) -> bool {
-        self.libs.iter().any(|prefix| name.starts_with(prefix.as_str()))
+        self.libs
+            .iter()
+            .any(|prefix| name.starts_with(prefix.as_str()))
     }
 }
 
@@ -77,7 +79,11 @@ mod tests {
     #[test]
     fn builtin_list_has_the_core_entries() {
         let list = LibList::parse(BUILTIN);
-        for lib in ["libcuda.so", "libnvidia-ml.so", "libnvidia-ptxjitcompiler.so"] {
+        for lib in [
+            "libcuda.so",
+            "libnvidia-ml.so",
+            "libnvidia-ptxjitcompiler.so",
+        ] {
             assert!(list.libs.iter().any(|l| l == lib), "{lib} missing");
         }
         for bin in ["nvidia-smi", "nvidia-cuda-mps-control"] {

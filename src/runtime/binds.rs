@@ -12,6 +12,17 @@ pub struct BindSpec {
     pub readonly: bool,
 }
 
+/// A directory rsing fills with single host files (the GPU libraries in
+/// `/.singularity.d/libs`): a fresh tmpfs at `dst` holding a read-only bind of each file, so
+/// the image's own directory content never mixes with the host's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDir {
+    /// Absolute container path.
+    pub dst: String,
+    /// (file name in the directory, absolute host path).
+    pub files: Vec<(String, PathBuf)>,
+}
+
 /// Parses one spec. Relative sources are taken from `cwd`; a missing destination is the source.
 pub fn parse(spec: &str, cwd: &Path) -> Result<BindSpec, String> {
     let mut parts = spec.splitn(3, ':');

@@ -52,6 +52,11 @@ pub fn apply(op: &MountOp) -> StepResult {
             .map_err(|e| format!("cannot mount proc on {}: {e}", target.display()))
         }
         MountOp::MinimalDev { dst } => minimal_dev(&in_newroot(dst)),
+        MountOp::BindNew { src, dst, readonly } => {
+            let (src_host, target) = (in_oldroot(src), in_newroot(dst));
+            make_mount_point(&target, src_host.is_dir())?;
+            bind(&src_host, &target, *readonly, &src.to_string_lossy())
+        }
         // Not remounted read-only: they are this container's private copies.
         MountOp::Generated { name, dst } => bind(
             &Path::new(FILES).join(name),
@@ -60,6 +65,21 @@ pub fn apply(op: &MountOp) -> StepResult {
             &format!("generated {name}"),
         ),
     }
+}
+
+/// Creates `target` (and its parents) unless it exists: an empty file, or a directory.
+fn make_mount_point(target: &Path, dir: bool) -> StepResult {
+    if target.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    let made = match (dir, target.parent()) {
+        (true, _) => std::fs::create_dir_all(target),
+        (false, Some(parent)) => {
+            std::fs::create_dir_all(parent).and_then(|_| std::fs::write(target, b""))
+        }
+        (false, None) => Ok(()),
+    };
+    made.map_err(|e| format!("cannot create mount point {}: {e}", display_dst(target)))
 }
 
 /// Recursive bind; read-only by a second remount that keeps the flags the kernel locks for

@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::binds::{self, BindSpec};
+use super::binds::{self, BindSpec, FileDir};
 use super::host::HostFacts;
 use super::identity::{self, Identity};
 use super::Error;
@@ -31,6 +31,14 @@ pub enum MountOp {
     MinimalDev { dst: Vec<u8> },
     /// A file rsing generated (passwd, group), bound over `dst` (a private copy per container).
     Generated { name: String, dst: Vec<u8> },
+    /// A bind onto a mount point that is created first (an empty file, or a directory for a
+    /// directory source): for destinations inside a tmpfs this plan mounted earlier (device
+    /// nodes in `--contain`'s /dev, files of a [`FileDir`]).
+    BindNew {
+        src: PathBuf,
+        dst: Vec<u8>,
+        readonly: bool,
+    },
 }
 
 impl MountOp {
@@ -40,7 +48,8 @@ impl MountOp {
             | MountOp::Tmpfs { dst, .. }
             | MountOp::Proc { dst }
             | MountOp::MinimalDev { dst }
-            | MountOp::Generated { dst, .. } => dst,
+            | MountOp::Generated { dst, .. }
+            | MountOp::BindNew { dst, .. } => dst,
         }
     }
 }
@@ -67,6 +76,12 @@ pub struct Options {
     pub pwd: Option<String>,
     pub writable_tmpfs: bool,
     pub fakeroot: bool,
+    /// Host device nodes for the container (GPUs, CDI). Under `--contain` they are bound into
+    /// the minimal /dev; otherwise the host's /dev is there already, and a node must be at the
+    /// same path on the host.
+    pub devices: Vec<BindSpec>,
+    /// Directories of single host files (the GPU libraries), after all other mounts.
+    pub file_dirs: Vec<FileDir>,
 }
 
 /// Everything the payload needs to build the container and start the command.
@@ -188,6 +203,22 @@ pub fn build(options: &Options, host: &HostFacts, tree: &dyn Tree) -> Result<Pla
         });
     }
 
+    devices(options, &mut wanted)?;
+    for dir in &options.file_dirs {
+        wanted.push(MountOp::Tmpfs {
+            dst: dir.dst.as_bytes().to_vec(),
+            mode: 0o755,
+        });
+        for (name, src) in &dir.files {
+            check_source(src)?;
+            wanted.push(MountOp::BindNew {
+                src: src.clone(),
+                dst: format!("{}/{name}", dir.dst.trim_end_matches('/')).into_bytes(),
+                readonly: true,
+            });
+        }
+    }
+
     let cwd = match &options.pwd {
         Some(p) => p.clone(),
         None if options.contain => home.clone(),
@@ -245,6 +276,32 @@ pub fn build(options: &Options, host: &HostFacts, tree: &dyn Tree) -> Result<Pla
         uid_inside,
         gid_inside,
     })
+}
+
+/// Device binds: into `--contain`'s minimal /dev, or, with the host's /dev, nothing to do for a
+/// node that is already there and an error for one that is not (rsing cannot add to it).
+fn devices(options: &Options, wanted: &mut Vec<MountOp>) -> Result<(), Error> {
+    for dev in &options.devices {
+        check_source(&dev.src)?;
+        let under_dev = Path::new(&dev.dst).starts_with("/dev");
+        if !options.contain && under_dev {
+            if dev.src == Path::new(&dev.dst) {
+                continue;
+            }
+            return Err(Error::Image(format!(
+                "device {} cannot be added as {} to the host's /dev; use --contain (a minimal \
+                 /dev that rsing fills)",
+                dev.src.display(),
+                dev.dst
+            )));
+        }
+        wanted.push(MountOp::BindNew {
+            src: dev.src.clone(),
+            dst: dev.dst.as_bytes().to_vec(),
+            readonly: dev.readonly,
+        });
+    }
+    Ok(())
 }
 
 fn bind_host(src: &str, dst: &str, readonly: bool) -> MountOp {
@@ -316,7 +373,7 @@ fn place(wanted: Vec<MountOp>, tree: &dyn Tree) -> Result<(Vec<MountOp>, Vec<Stu
         let dst = String::from_utf8_lossy(op.dst()).into_owned();
         let nested = covered(&ops, op.dst());
         let src_is_dir = match &op {
-            MountOp::Bind { src, .. } => src.is_dir(),
+            MountOp::Bind { src, .. } | MountOp::BindNew { src, .. } => src.is_dir(),
             MountOp::Generated { .. } => false,
             _ => true,
         };
@@ -355,7 +412,8 @@ fn set_dst(op: &mut MountOp, new: Vec<u8>) {
         | MountOp::Tmpfs { dst, .. }
         | MountOp::Proc { dst }
         | MountOp::MinimalDev { dst }
-        | MountOp::Generated { dst, .. } => *dst = new,
+        | MountOp::Generated { dst, .. }
+        | MountOp::BindNew { dst, .. } => *dst = new,
     }
 }
 

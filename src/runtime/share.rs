@@ -5,15 +5,16 @@
 //! for every start reads and decompresses the same blocks (the shell, libc, python) every
 //! time. When the server of the image is already running, a start joins its user namespace
 //! and receives a clone of its FUSE mount (`open_tree`), so the kernel's page, dentry and
-//! attribute caches are warm. This is also how MPI ranks and job-array tasks on one node share
-//! one mount.
+//! attribute caches are warm. This is also how the MPI ranks of one job step on a node share
+//! one mount and one user namespace (under Slurm a server serves one job step only: see
+//! [`ShareSpec::scoped`]).
 //!
 //! Protocol: the server listens on `<rundir>/<key>.sock` (a private 0700 directory). A client
 //! connects, checks that the peer is its own uid, and receives two fds (the server's user
 //! namespace and a detached clone of the mount) plus `ok`. It keeps the connection open for as
 //! long as its container runs; the server serves until every client has gone and the linger
 //! time has passed, then removes its socket and exits. Starting a server is serialised by a
-//! lock file, so that a job array starting at once spawns one server, not a hundred.
+//! lock file, so that a hundred containers starting at once spawn one server, not a hundred.
 
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -40,6 +41,21 @@ pub struct ShareSpec {
     pub linger: u64,
     pub socket: PathBuf,
     pub lock: PathBuf,
+}
+
+impl ShareSpec {
+    /// The same image's server for one `scope` only (a batch-system job step, see
+    /// `commands::exec`): another scope hashes to another socket and lock. Empty: unchanged.
+    pub fn scoped(mut self, scope: &str) -> ShareSpec {
+        if !scope.is_empty() {
+            let mut h = Fnv::new();
+            h.write(self.socket.as_os_str().as_encoded_bytes());
+            h.write(scope.as_bytes());
+            self.socket.set_file_name(format!("{:016x}.sock", h.0));
+            self.lock.set_file_name(format!("{:016x}.lock", h.0));
+        }
+        self
+    }
 }
 
 /// A joined server: its user namespace, a mount of the image, and the connection that keeps
@@ -268,6 +284,18 @@ pub fn serve(args: ServeArgs) -> ! {
                 Err(_) => std::process::exit(1),
             }
             let _ = nix::unistd::setsid();
+            // Signals sent to a whole process group or cgroup (scancel --full, systemd's
+            // control-group kill) must not take the image away from containers that are still
+            // cleaning up: the server leaves by itself once its last client is gone.
+            for sig in [
+                nix::sys::signal::Signal::SIGTERM,
+                nix::sys::signal::Signal::SIGINT,
+                nix::sys::signal::Signal::SIGHUP,
+            ] {
+                // SAFETY: setting a signal to SIG_IGN installs no handler code.
+                let _ =
+                    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+            }
             // Hold no directory of the user's busy (an NFS cwd could not be unmounted).
             let _ = std::env::set_current_dir("/");
             // SAFETY: closing our stdout (the pipe to the starter) so it sees EOF.

@@ -7,46 +7,56 @@
 #                                                KEY=VALUE lines for the tests
 #   slurm.sh stop  SCRATCH TEST_USER RSING_BIN   cancels leftover jobs, stops the daemons
 # Everything lives in $RSING_SLURM_STATE (default /run/rsing-test-slurm, root-owned: munged
-# refuses directories other users can write) and uses its own ports, so a site's Slurm or the
-# packaged services are not touched. Process tracking uses the cgroup plugin where the machine
-# allows it (the job's processes, rsing's image server included, end with the job) and falls
-# back to linuxproc otherwise (announced as RSING_SLURM_PROCTRACK).
-# A GPU GRES is configured when the GPU stub (tests/services/gpu-stub.sh) provides fake device
-# nodes: it is asked with `gpu-stub.sh env` for its KEY=VALUE lines (RSING_GPU_STUB_DEVICES, a
-# space-separated list of device node paths).
+# refuses directories other users can write) and uses its own ports ($RSING_SLURM_PORT and the
+# next one, default 16817), so a site's Slurm or the packaged services are not touched; a
+# second cluster beside it needs another state dir, port and RSING_SLURM_NODE_NAME.
+# Process tracking uses the cgroup plugin where the machine allows it (the job's processes,
+# rsing's image server included, end with the job) and falls back to linuxproc otherwise
+# (announced as RSING_SLURM_PROCTRACK; setting that variable to one plugin name forces it).
+# A GPU GRES is configured when the GPU stub (tests/services/gpu-stub.sh, started before this
+# script) provides fake device nodes: `gpu-stub.sh env SCRATCH` names them.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STATE=${RSING_SLURM_STATE:-/run/rsing-test-slurm}
 CTLD_PORT=${RSING_SLURM_PORT:-16817}
 SLURMD_PORT=$((CTLD_PORT + 1))
-NODE=$(hostname -s)
+NODE=${RSING_SLURM_NODE_NAME:-$(hostname -s)}
 MUNGE_SOCKET=$STATE/munge/munge.socket
 say() { echo "slurm.sh: $*" >&2; }
 
-# Stops the daemon whose pid file is $1 (if it runs) and waits for it to exit.
-stop_pidfile() {
-    local pid
-    [[ -s $1 ]] || return 0
-    pid=$(cat "$1")
-    if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+# Stops the daemons of the pid files given as FILE:NAME (if they run, and are NAME: a stale
+# pid file from before a reboot may name an unrelated process): all signalled at once, then
+# waited for (5 s each at most, then SIGKILL).
+stop_daemons() {
+    local item file name pid pids=()
+    for item in "$@"; do
+        file=${item%:*} name=${item##*:}
+        [[ -s $file ]] || continue
+        pid=$(cat "$file")
+        rm -f "$file"
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name" ]] && kill "$pid" 2>/dev/null &&
+            pids+=("$pid")
+    done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || continue 2; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$1"
+    done
 }
 
 stop_all() {
-    if [[ -s $STATE/slurmctld.pid && -f $STATE/slurm.conf ]]; then
-        SLURM_CONF=$STATE/slurm.conf scancel --quiet --full --state=RUNNING 2>/dev/null || true
-        SLURM_CONF=$STATE/slurm.conf scancel --quiet 2>/dev/null || true
+    local conf=$STATE/slurm.conf pid
+    pid=$(cat "$STATE/slurmctld.pid" 2>/dev/null) || pid=""
+    if [[ -n $pid && -f $conf ]] && kill -0 "$pid" 2>/dev/null; then
+        # Jobs first: their slurmstepd processes outlive slurmd otherwise.
+        SLURM_CONF=$conf timeout 10 scancel --quiet --full --state=RUNNING 2>/dev/null || true
+        SLURM_CONF=$conf timeout 10 scancel --quiet 2>/dev/null || true
         for _ in $(seq 30); do
-            [[ -z $(SLURM_CONF=$STATE/slurm.conf squeue -h 2>/dev/null) ]] && break
+            [[ -z $(SLURM_CONF=$conf timeout 5 squeue -h 2>/dev/null) ]] && break
             sleep 0.5
         done
     fi
-    stop_pidfile "$STATE/slurmd.pid"
-    stop_pidfile "$STATE/slurmctld.pid"
-    stop_pidfile "$STATE/munge/munged.pid"
+    stop_daemons "$STATE/slurmd.pid:slurmd" "$STATE/slurmctld.pid:slurmctld" \
+        "$STATE/munge/munged.pid:munged"
 }
 
 start_munge() {
@@ -75,13 +85,14 @@ build_spank() {
     fi
 }
 
-# The fake GPUs of the GPU stub, if it is there: "gpu-stub.sh env" prints its KEY=VALUE lines.
+# The fake GPUs of the GPU stub, if it is there: `gpu-stub.sh env SCRATCH` prints its
+# KEY=VALUE lines, RSING_TEST_GPU_DEVICES a comma list of device nodes. Prints them, one a line.
 gpu_devices() {
     local stub=$REPO/tests/services/gpu-stub.sh line
     [[ -x $stub ]] || return 0
     while IFS= read -r line; do
-        [[ $line == RSING_GPU_STUB_DEVICES=* ]] && echo "${line#*=}"
-    done < <("$stub" env "$SCRATCH" "$TEST_USER" "$RSING_BIN" 2>/dev/null </dev/null || true)
+        [[ $line == RSING_TEST_GPU_DEVICES=?* ]] && tr ',' '\n' <<<"${line#*=}"
+    done < <("$stub" env "$SCRATCH" 2>/dev/null </dev/null || true)
 }
 
 write_config() {
@@ -91,7 +102,7 @@ write_config() {
         cat <<EOF
 # Generated by tests/services/slurm.sh: one node on 127.0.0.1, for rsing's tests only.
 ClusterName=rsingtest
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$(hostname -s)(127.0.0.1)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 SlurmUser=root
@@ -142,14 +153,28 @@ EOF
     chmod 0644 "$STATE"/*.conf
 }
 
-# Starts slurmctld and slurmd and waits until the node is idle; false if it does not get there.
+# True if the pid file $1 names a process that is gone (a daemon that failed after forking).
+daemon_died() {
+    local pid
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null
+}
+
+# Starts slurmctld and slurmd and waits (up to 30 s) until the node is idle; false if it
+# does not get there or a daemon died.
 start_slurm() {
-    local conf=$STATE/slurm.conf
+    local conf=$STATE/slurm.conf deadline=$((SECONDS + 30))
     slurmctld -c -f "$conf" || return 1
     slurmd -f "$conf" -N "$NODE" || return 1
-    for _ in $(seq 100); do
-        if SLURM_CONF=$conf sinfo -h -n "$NODE" -o %T 2>/dev/null | grep -qx idle; then
-            return 0
+    while ((SECONDS < deadline)); do
+        daemon_died "$STATE/slurmctld.pid" && return 1
+        daemon_died "$STATE/slurmd.pid" && return 1
+        if SLURM_CONF=$conf timeout 5 sinfo -h -n "$NODE" -o %T 2>/dev/null | grep -qx idle; then
+            # A job must run too: some cgroup set-ups fail only when a step starts.
+            (cd / && SLURM_CONF=$conf timeout 30 runuser -u "$TEST_USER" -- \
+                srun --quiet -n1 -t1 true </dev/null) && return 0
+            say "a test job failed to run"
+            return 1
         fi
         sleep 0.2
     done
@@ -166,7 +191,7 @@ start() {
     local spank gpus proctrack
     spank=$(build_spank)
     gpus=$(gpu_devices)
-    for proctrack in cgroup linuxproc; do
+    for proctrack in ${RSING_SLURM_PROCTRACK:-cgroup linuxproc}; do
         write_config "$proctrack" "$spank" "$gpus"
         if start_slurm; then
             echo "SLURM_CONF=$STATE/slurm.conf"
@@ -177,8 +202,7 @@ start() {
             return 0
         fi
         say "Slurm did not come up with proctrack/$proctrack (logs in $STATE/log)"
-        stop_pidfile "$STATE/slurmd.pid"
-        stop_pidfile "$STATE/slurmctld.pid"
+        stop_daemons "$STATE/slurmd.pid:slurmd" "$STATE/slurmctld.pid:slurmctld"
     done
     tail -n 20 "$STATE/log/slurmd.log" "$STATE/log/slurmctld.log" >&2 || true
     stop_all

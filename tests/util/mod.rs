@@ -3,9 +3,11 @@
 //! SINGULARITY* variables. It also checks the host afterwards (no leftover processes or mounts).
 
 mod cmd;
+pub mod gpu;
 mod guard;
 pub mod oci;
 pub mod registry;
+pub mod slurm;
 
 pub use cmd::RsingCmd;
 pub use guard::{have_tools, missing};

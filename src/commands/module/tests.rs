@@ -91,7 +91,10 @@ fn wrapper_passes_arguments_unchanged() {
     let path = dir.join("py");
     std::fs::write(&path, &script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new(&path).args(TRICKY).output().unwrap();
+    let out = std::process::Command::new(&path)
+        .args(TRICKY)
+        .output()
+        .unwrap();
     let want: String = ["exec", "--cleanenv", "-B", "/a b:/c"]
         .into_iter()
         .chain([&*image.to_string_lossy(), "/opt/my python"])
@@ -142,14 +145,20 @@ fn command_words() {
 #[test]
 fn commands_from_labels_and_flags() {
     let mut labels = BTreeMap::new();
-    labels.insert(COMMANDS_LABEL.to_string(), " python3\tpip  py=python3\n".into());
+    labels.insert(
+        COMMANDS_LABEL.to_string(),
+        " python3\tpip  py=python3\n".into(),
+    );
     let img = Path::new("/i.sif");
     let got = commands(&args(&["pip", "ls"], true), &labels, img).unwrap();
     let names: Vec<&str> = got.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["python3", "pip", "py", "ls"]);
     assert_eq!(got[2].target, "python3");
     // The label is ignored without --from-labels.
-    assert_eq!(commands(&args(&["ls"], false), &labels, img).unwrap().len(), 1);
+    assert_eq!(
+        commands(&args(&["ls"], false), &labels, img).unwrap().len(),
+        1
+    );
     let clash = commands(&args(&["pip=pip3"], true), &labels, img).unwrap_err();
     assert!(clash.to_string().contains("given twice"), "{clash}");
     let none = commands(&args(&[], true), &BTreeMap::new(), img).unwrap_err();
@@ -188,7 +197,10 @@ fn lua_modulefile() {
     assert!(text.starts_with("-- tools/py/3.12: "), "{text}");
     assert!(text.contains("whatis(\"Name: tools/py\")"), "{text}");
     assert!(text.contains("whatis(\"Version: 3.12\")"), "{text}");
-    assert!(text.contains("whatis(\"Commands: python3 py=/opt/py\")"), "{text}");
+    assert!(
+        text.contains("whatis(\"Commands: python3 py=/opt/py\")"),
+        "{text}"
+    );
     assert!(
         text.contains(r#"whatis("org.opencontainers.image.title: Py \"3\"")"#),
         "{text}"
@@ -209,8 +221,14 @@ fn tcl_modulefile() {
     let labels = tricky_labels();
     let cmds = [cmd("python3", "python3")];
     let text = tcl(&sample(&labels, &cmds));
-    assert!(text.starts_with("#%Module1.0\n## tools/py/3.12: "), "{text}");
-    assert!(text.contains("proc ModulesHelp { } {\n    puts stderr "), "{text}");
+    assert!(
+        text.starts_with("#%Module1.0\n## tools/py/3.12: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("proc ModulesHelp { } {\n    puts stderr "),
+        "{text}"
+    );
     assert!(
         text.contains(r#"module-whatis "weird: \$HOME \[exec id\] \]\] \\ {x} second line""#),
         "{text}"
@@ -236,10 +254,7 @@ fn all_chars() -> String {
 #[test]
 fn tcl_strings_read_back() {
     let s = all_chars();
-    assert_eq!(
-        tcl_str("a$b[c]\"\\\n"),
-        "\"a\\$b\\[c\\]\\\"\\\\\\u000a\""
-    );
+    assert_eq!(tcl_str("a$b[c]\"\\\n"), "\"a\\$b\\[c\\]\\\"\\\\\\u000a\"");
     if !have("tclsh") {
         eprintln!("tclsh not installed: Tcl read-back skipped");
         return;
