@@ -51,23 +51,18 @@ pub struct PullArgs {
 
 pub fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<i32> {
     let progress = Arc::new(Progress::new(Mode::detect(global.quiet)));
-    if args.sandbox {
-        write_sandbox(
-            &args.source,
-            &args.target,
-            args.force,
-            &args.convert,
-            &progress,
-        )?;
+    let write = if args.sandbox {
+        write_sandbox
     } else {
-        write_image(
-            &args.source,
-            &args.target,
-            args.force,
-            &args.convert,
-            &progress,
-        )?;
-    }
+        write_image
+    };
+    write(
+        &args.source,
+        &args.target,
+        args.force,
+        &args.convert,
+        &progress,
+    )?;
     Ok(0)
 }
 
