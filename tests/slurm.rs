@@ -209,6 +209,37 @@ fn job_array_on_one_docker_image_shares_the_cache() {
     assert_eq!(gets.len(), 1, "layer downloads:\n{}", gets.join("\n"));
 }
 
+/// The job's time limit, like scancel, reaches the command as SIGTERM while the image is still
+/// served: its trap reads the image and writes a marker, and the job ends as TIMEOUT. Slurm
+/// enforces limits in whole minutes, checked about every 30 s, so this test takes 60-90 s.
+#[test]
+fn time_limit_reaches_the_command_which_can_clean_up() {
+    let t = TestEnv::new();
+    let Some(img) = private_image(&t) else { return };
+    let Some(slurm) = cluster() else { return };
+    let marker = t.cwd.join("marker");
+    let command = format!(
+        "trap 'echo got-TERM > {m}; ls /bin | wc -l >> {m}; exit 7' TERM; \
+         while :; do sleep 0.1; done",
+        m = marker.display()
+    );
+    let cmd = sbatch(&slurm, &t, &img, "job.out")
+        .arg("--time=1")
+        .arg(script(&t, SINGLE_TASK))
+        .args(["sh", "-c", &command, &t.marker()]);
+    let id = slurm.submit(cmd);
+    let job = slurm.wait_done(&t, id, Duration::from_secs(180));
+    assert_eq!(job.field("JobState"), "TIMEOUT", "{job:#?}");
+    let text = read(&marker);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("got-TERM"), "marker: {text}");
+    let entries: usize = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
+    assert!(
+        entries > 100,
+        "the trap could not list /bin in the image: {text}"
+    );
+}
+
 /// scancel sends SIGTERM to the job's process, rsing (the script execs it), which relays it
 /// to the command. The command's trap still reads the image (the image server is not
 /// signalled), writes its marker, and the job ends long before Slurm's SIGKILL.
