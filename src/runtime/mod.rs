@@ -181,10 +181,18 @@ fn prepare_base(c: &Container) -> Result<(), Error> {
     // nothing mounted here propagates to the host.
 
     mounts::tmpfs(Path::new(BASE), 0o755).map_err(|e| setup("rsing's tmpfs", &e))?;
-    for dir in [
-        "image", "newroot", "oldroot", "stubs", "files", "rw/upper", "rw/work",
-    ] {
-        std::fs::create_dir_all(format!("{BASE}/{dir}"))
+    // The overlay's upper and work directories only when the root is writable: every mkdir
+    // here is part of each start.
+    let writable: &[&str] = if c.writable_tmpfs {
+        &["rw", "rw/upper", "rw/work"]
+    } else {
+        &[]
+    };
+    for dir in ["image", "newroot", "oldroot", "stubs", "files"]
+        .iter()
+        .chain(writable)
+    {
+        std::fs::create_dir(format!("{BASE}/{dir}"))
             .map_err(|e| setup(&format!("cannot create {BASE}/{dir}"), &e))?;
     }
     for (name, content) in &c.plan.files {
