@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -22,7 +21,7 @@ const FAILURE: u8 = 255;
     about = "Rootless containers for HPC: run SIF and SquashFS images as yourself",
     propagate_version = true
 )]
-struct Cli {
+struct Cli<C: Subcommand> {
     /// More log output (-v info, -vv debug, -vvv trace)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -33,11 +32,12 @@ struct Cli {
     #[arg(long, global = true, env = "RSING_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: C,
 }
 
+/// The commands that start a container: parsed on their own first (see [`parse`]).
 #[derive(Debug, Subcommand)]
-enum Command {
+enum ContainerCommand {
     /// Run a command inside an image
     Exec {
         #[command(flatten)]
@@ -68,6 +68,12 @@ enum Command {
         /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
         image: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Container(ContainerCommand),
     /// Build a SIF file from docker://, oci:, oci-archive:, docker-archive:, a directory, a
     /// SquashFS or a SIF file
     Build(crate::commands::build::BuildArgs),
@@ -99,21 +105,44 @@ enum Command {
     Serve(crate::commands::serve::ServeCli),
 }
 
-/// Parses the command line, runs the command, and turns the outcome into an exit status.
-pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+/// Parses the command line: `exec`, `run` and `shell` first with a parser that knows only
+/// them (building clap's model of every command was a tenth of a container start), then, for
+/// everything else and for every error, help or version request, with the full one, whose
+/// messages are the ones users see.
+fn parse() -> Result<Cli<Command>, clap::Error> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let first_word = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.as_encoded_bytes().starts_with(b"-"));
+    if first_word.is_some_and(|w| w == "exec" || w == "run" || w == "shell") {
+        if let Ok(cli) = Cli::<ContainerCommand>::try_parse_from(&args) {
+            return Ok(Cli {
+                verbose: cli.verbose,
+                quiet: cli.quiet,
+                config: cli.config,
+                command: Command::Container(cli.command),
+            });
+        }
+    }
+    Cli::<Command>::try_parse_from(&args)
+}
+
+/// Parses the command line, runs the command, and returns the exit status.
+pub fn main() -> u8 {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
-                return ExitCode::SUCCESS;
+                return 0;
             }
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid command line");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("rsing: error: {first} (see 'rsing --help')");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     init_logging(cli.verbose, cli.quiet);
@@ -122,23 +151,33 @@ pub fn main() -> ExitCode {
         config: cli.config.clone(),
     };
     let result = match cli.command {
-        Command::Exec {
+        Command::Container(ContainerCommand::Exec {
             runtime,
             image,
             command,
-        } => exec::run(&global, &runtime, &image, Action::Exec(command)),
-        Command::Run {
+        }) => exec::run(&global, &runtime, &image, Action::Exec(command)),
+        Command::Container(ContainerCommand::Run {
             runtime,
             image,
             args,
-        } => exec::run(&global, &runtime, &image, Action::Run(args)),
+        }) => exec::run(&global, &runtime, &image, Action::Run(args)),
+        Command::Container(ContainerCommand::Shell {
+            runtime,
+            shell,
+            image,
+        }) => exec::run(&global, &runtime, &image, Action::Shell(shell)),
         Command::Build(args) => crate::commands::build::build(&global, &args),
         Command::Pull(args) => crate::commands::build::pull(&global, &args),
         Command::Cache(cmd) => crate::commands::cache::run(&cmd),
         Command::Registry(cmd) => crate::commands::registry::run(&cmd),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "rsing", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::<Command>::command(),
+                "rsing",
+                &mut std::io::stdout(),
+            );
             Ok(0)
         }
         Command::Gpu(args) => crate::commands::gpu::run(&global, &args),
@@ -146,14 +185,9 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => crate::commands::inspect::run(args),
         Command::Sif(cmd) => crate::commands::sif::run(cmd),
         Command::Serve(args) => crate::commands::serve::run(args),
-        Command::Shell {
-            runtime,
-            shell,
-            image,
-        } => exec::run(&global, &runtime, &image, Action::Shell(shell)),
     };
     match result {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Ok(code) => code.clamp(0, 255) as u8,
         Err(err) => {
             let code = match err.downcast_ref::<runtime::Error>() {
                 Some(runtime::Error::Payload { code, .. }) => (*code).clamp(1, 255) as u8,
@@ -162,7 +196,7 @@ pub fn main() -> ExitCode {
             tracing::debug!("error chain: {err:?}");
             let line = one_line(&err);
             let _ = writeln!(std::io::stderr(), "rsing: error: {line}");
-            ExitCode::from(code)
+            code
         }
     }
 }
