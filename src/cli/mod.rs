@@ -138,9 +138,15 @@ pub fn main() -> u8 {
                 let _ = e.print();
                 return 0;
             }
+            // clap's first paragraph, on one line (it lists missing arguments below it).
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid command line");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = first.join(" ");
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
             eprintln!("rsing: error: {first} (see 'rsing --help')");
             return 2;
         }
