@@ -110,50 +110,100 @@ impl Tree for Archive {
 /// A sandbox directory used as an image root.
 pub struct DirTree {
     root: PathBuf,
+    /// The root opened once (`O_PATH`): every lookup is relative to it, so a root given as
+    /// `/proc/self/fd/N` (the image server's mount) is not re-resolved through /proc for each
+    /// of the plan's few dozen lookups. `None` when the root cannot be opened: lookups then use
+    /// joined paths and report the error themselves.
+    dir: Option<std::os::fd::OwnedFd>,
 }
 
 impl DirTree {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DirTree { root: root.into() }
+        let root = root.into();
+        let dir = nix::fcntl::open(
+            &root,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok();
+        DirTree { root, dir }
     }
 
     fn host_path(&self, path: &[u8]) -> PathBuf {
         let rel = Path::new(std::ffi::OsStr::from_bytes(path));
         self.root.join(rel.strip_prefix("/").unwrap_or(rel))
     }
+
+    /// `path` relative to the root (`.` for the root itself).
+    fn relative(path: &[u8]) -> &Path {
+        let rel = Path::new(std::ffi::OsStr::from_bytes(path));
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        }
+    }
+
+    /// Opens `path` (no final symlink followed for `O_PATH` callers) below the root.
+    fn open(&self, path: &[u8], flags: nix::fcntl::OFlag) -> io::Result<std::fs::File> {
+        let flags = flags | nix::fcntl::OFlag::O_CLOEXEC;
+        let fd = match &self.dir {
+            Some(dir) => nix::fcntl::openat(
+                dir,
+                Self::relative(path),
+                flags,
+                nix::sys::stat::Mode::empty(),
+            ),
+            None => nix::fcntl::open(&self.host_path(path), flags, nix::sys::stat::Mode::empty()),
+        }?;
+        Ok(std::fs::File::from(fd))
+    }
 }
 
 impl Tree for DirTree {
     fn lstat(&self, path: &[u8]) -> io::Result<Option<NodeKind>> {
-        match std::fs::symlink_metadata(self.host_path(path)) {
-            Ok(meta) => {
-                let ft = meta.file_type();
-                Ok(Some(if ft.is_dir() {
+        use nix::sys::stat::SFlag;
+        let st = match &self.dir {
+            Some(dir) => nix::sys::stat::fstatat(
+                dir,
+                Self::relative(path),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ),
+            None => nix::sys::stat::lstat(&self.host_path(path)),
+        };
+        match st {
+            Ok(st) => {
+                let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                Ok(Some(if kind == SFlag::S_IFDIR {
                     NodeKind::Dir
-                } else if ft.is_file() {
+                } else if kind == SFlag::S_IFREG {
                     NodeKind::File
-                } else if ft.is_symlink() {
+                } else if kind == SFlag::S_IFLNK {
                     NodeKind::Symlink
                 } else {
                     NodeKind::Other
                 }))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
     fn read_link(&self, path: &[u8]) -> io::Result<Vec<u8>> {
-        Ok(std::fs::read_link(self.host_path(path))?
-            .as_os_str()
-            .as_bytes()
-            .to_vec())
+        let target = match &self.dir {
+            Some(dir) => nix::fcntl::readlinkat(dir, Self::relative(path))?,
+            None => nix::fcntl::readlink(&self.host_path(path))?,
+        };
+        Ok(target.as_bytes().to_vec())
     }
 
     fn read_file(&self, path: &[u8], limit: usize) -> io::Result<Vec<u8>> {
         use std::io::Read;
         let mut out = Vec::new();
-        std::fs::File::open(self.host_path(path))?
+        self.open(path, nix::fcntl::OFlag::O_RDONLY)?
             .take(limit as u64 + 1)
             .read_to_end(&mut out)?;
         if out.len() > limit {
@@ -166,9 +216,19 @@ impl Tree for DirTree {
     }
 
     fn list_dir(&self, path: &[u8]) -> io::Result<Vec<Vec<u8>>> {
-        std::fs::read_dir(self.host_path(path))?
-            .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
-            .collect()
+        let dir = self.open(
+            path,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+        )?;
+        let mut entries = nix::dir::Dir::from_fd(dir.into())?;
+        let mut names = Vec::new();
+        for entry in entries.iter() {
+            let name = entry?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(name);
+            }
+        }
+        Ok(names)
     }
 }
 
