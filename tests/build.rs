@@ -548,6 +548,15 @@ fn sandbox_holds_the_same_tree_as_umoci_unpack_and_runs() {
     build(&t, [path_arg(&target), layout.reference("layered")])
         .arg("--sandbox")
         .assert_fails_naming(&path_arg(&target));
+    std::fs::write(target.join("old-marker"), "old").expect("marking the old sandbox");
+    build(&t, [path_arg(&target), layout.reference("layered")])
+        .args(["--sandbox", "--force"])
+        .assert_exit(0);
+    assert!(
+        !target.join("old-marker").exists(),
+        "--force kept the old sandbox"
+    );
+    assert_eq!(t.exec(&target, ["cat", "/data/keep"]).stdout_str(), "kept");
     let leftovers: Vec<_> = std::fs::read_dir(&t.dir)
         .expect("test dir")
         .flatten()

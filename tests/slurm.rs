@@ -218,11 +218,7 @@ fn time_limit_reaches_the_command_which_can_clean_up() {
     let Some(img) = private_image(&t) else { return };
     let Some(slurm) = cluster() else { return };
     let marker = t.cwd.join("marker");
-    let command = format!(
-        "trap 'echo got-TERM > {m}; ls /bin | wc -l >> {m}; exit 7' TERM; \
-         while :; do sleep 0.1; done",
-        m = marker.display()
-    );
+    let command = trapping_command(&marker, &t.cwd.join("ready"));
     let cmd = sbatch(&slurm, &t, &img, "job.out")
         .arg("--time=1")
         .arg(script(&t, SINGLE_TASK))
@@ -230,7 +226,24 @@ fn time_limit_reaches_the_command_which_can_clean_up() {
     let id = slurm.submit(cmd);
     let job = slurm.wait_done(&t, id, Duration::from_secs(180));
     assert_eq!(job.field("JobState"), "TIMEOUT", "{job:#?}");
-    let text = read(&marker);
+    assert_trap_read_the_image(&marker);
+}
+
+/// A command that says it is ready (file `ready`), then loops until SIGTERM, whose trap writes
+/// `got-TERM` and the number of entries it can still list in the image's /bin to `marker`, and
+/// exits 7.
+fn trapping_command(marker: &Path, ready: &Path) -> String {
+    format!(
+        "trap 'echo got-TERM > {m}; ls /bin | wc -l >> {m}; exit 7' TERM; \
+         echo > {r}; while :; do sleep 0.1; done",
+        m = marker.display(),
+        r = ready.display()
+    )
+}
+
+/// The trap of [`trapping_command`] ran and could still read the image.
+fn assert_trap_read_the_image(marker: &Path) {
+    let text = read(marker);
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("got-TERM"), "marker: {text}");
     let entries: usize = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
@@ -250,12 +263,7 @@ fn scancel_reaches_the_command_which_can_clean_up() {
     let Some(slurm) = cluster() else { return };
     let marker = t.cwd.join("marker");
     let ready = t.cwd.join("ready");
-    let command = format!(
-        "trap 'echo got-TERM > {m}; ls /bin | wc -l >> {m}; exit 7' TERM; \
-         echo > {r}; while :; do sleep 0.1; done",
-        m = marker.display(),
-        r = ready.display()
-    );
+    let command = trapping_command(&marker, &ready);
     let cmd = sbatch(&slurm, &t, &img, "job.out")
         .arg(script(&t, SINGLE_TASK))
         .args(["sh", "-c", &command, &t.marker()]);
@@ -270,14 +278,7 @@ fn scancel_reaches_the_command_which_can_clean_up() {
         ("CANCELLED", "7:0"),
         "{job:#?}"
     );
-    let text = read(&marker);
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("got-TERM"), "marker: {text}");
-    let entries: usize = lines.next().unwrap_or("").trim().parse().unwrap_or(0);
-    assert!(
-        entries > 100,
-        "the trap could not list /bin in the image: {text}"
-    );
+    assert_trap_read_the_image(&marker);
     // KillWait is 5 s in the test cluster: the job ended on its own, not by SIGKILL.
     assert!(
         took < Duration::from_secs(5),

@@ -122,8 +122,9 @@ fn tmpfile_unsupported(e: &io::Error) -> bool {
     )
 }
 
-/// `.NAME.rsing-PID-NANOS` beside `dest`.
-fn hidden_name(dest: &Path) -> PathBuf {
+/// `.NAME.rsing-PID-NANOS` beside `dest`: where a file or directory is staged before it is
+/// renamed into place.
+pub fn hidden_name(dest: &Path) -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

@@ -13,7 +13,7 @@
 
 mod atomic;
 
-pub use atomic::AtomicFile;
+pub use atomic::{hidden_name, AtomicFile};
 
 use std::fs::File;
 use std::io;

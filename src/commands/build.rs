@@ -76,17 +76,7 @@ fn write_sandbox(
     convert: &ConvertArgs,
     progress: &Arc<Progress>,
 ) -> anyhow::Result<()> {
-    if target.symlink_metadata().is_ok() {
-        if !force {
-            bail!(
-                "{} already exists (use --force to replace it)",
-                target.display()
-            );
-        }
-        std::fs::remove_dir_all(target)
-            .or_else(|_| std::fs::remove_file(target))
-            .with_context(|| format!("cannot remove {}", target.display()))?;
-    }
+    refuse_existing(target, force)?;
     if Path::new(source).is_dir() {
         bail!("build source {source} is a directory already: it is a sandbox as it is");
     }
@@ -110,19 +100,28 @@ fn write_sandbox(
         .offset;
     let archive =
         crate::squashfs::Archive::open(sif, offset).context("reading the converted image")?;
-    let staged = target.with_file_name(format!(
-        ".{}.rsing-{}",
-        target.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
+    let staged = crate::cache::hidden_name(target);
     progress.say(&format!("unpacking into {}", target.display()));
     if let Err(e) = crate::convert::extract(&archive, &staged) {
         // Directories are owner-writable after extraction, so the partial tree is removable.
         let _ = std::fs::remove_dir_all(&staged);
         return Err(e).with_context(|| format!("unpacking into {}", target.display()));
     }
-    std::fs::rename(&staged, target)
-        .with_context(|| format!("cannot create {}", target.display()))?;
+    // An old target (with --force) goes only once the new tree is complete.
+    let old = crate::cache::hidden_name(target);
+    let replacing = std::fs::rename(target, &old).is_ok();
+    if let Err(e) = std::fs::rename(&staged, target) {
+        if replacing {
+            let _ = std::fs::rename(&old, target);
+        }
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e).with_context(|| format!("cannot create {}", target.display()));
+    }
+    if replacing {
+        std::fs::remove_dir_all(&old)
+            .or_else(|_| std::fs::remove_file(&old))
+            .with_context(|| format!("cannot remove the old {}", target.display()))?;
+    }
     drop(scratch);
     progress.clear();
     progress.say(&format!("wrote {}", target.display()));
@@ -153,12 +152,7 @@ fn write_image(
     convert: &ConvertArgs,
     progress: &Arc<Progress>,
 ) -> anyhow::Result<()> {
-    if target.exists() && !force {
-        bail!(
-            "{} already exists (use --force to overwrite)",
-            target.display()
-        );
-    }
+    refuse_existing(target, force)?;
     if target.is_dir() {
         bail!("{} is a directory", target.display());
     }
@@ -174,6 +168,17 @@ fn write_image(
     }
     progress.clear();
     progress.say(&format!("wrote {}", target.display()));
+    Ok(())
+}
+
+/// An existing target is only replaced with `--force`.
+fn refuse_existing(target: &Path, force: bool) -> anyhow::Result<()> {
+    if target.symlink_metadata().is_ok() && !force {
+        bail!(
+            "{} already exists (use --force to replace it)",
+            target.display()
+        );
+    }
     Ok(())
 }
 
