@@ -225,19 +225,27 @@ fn one_line(err: &anyhow::Error) -> String {
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        _ => "trace",
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::WARN,
+        (false, 1) => LevelFilter::INFO,
+        (false, 2) => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RSING_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("rsing={level}")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_timer(tracing_subscriber::fmt::time::uptime())
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    // RSING_LOG takes full EnvFilter directives. Without it, a plain target filter: parsing an
+    // EnvFilter directive costs tens of microseconds on every container start.
+    let registry = tracing_subscriber::registry().with(fmt);
+    let _ = match tracing_subscriber::EnvFilter::try_from_env("RSING_LOG") {
+        Ok(filter) => registry.with(filter).try_init(),
+        Err(_) => registry
+            .with(Targets::new().with_target("rsing", level))
+            .try_init(),
+    };
 }

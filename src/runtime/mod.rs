@@ -25,12 +25,11 @@ mod process;
 pub mod share;
 mod userns;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::sched::CloneFlags;
-use nix::unistd::{fork, ForkResult};
 
 use crate::squashfs::Archive;
 
@@ -125,36 +124,44 @@ pub fn run(container: Container) -> Result<i32, Error> {
         )
         .map_err(|e| Error::Setup(format!("cannot mount the image with FUSE: {e}")))?;
     }
-    // SAFETY: no other thread exists yet (the FUSE workers start after the fork).
     let supervisor = nix::unistd::getpid();
-    match unsafe { fork() } {
-        Err(e) => Err(Error::Setup(format!("cannot fork: {e}"))),
-        Ok(ForkResult::Child) => {
-            drop(report_read);
-            payload::run(
-                &container,
-                supervisor,
-                dev_fuse,
-                process::Reporter(report_write),
-            )
-        }
-        Ok(ForkResult::Parent { child }) => {
-            drop(report_write);
-            // SAFETY: prctl with integer arguments.
-            unsafe {
-                libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-            }
-            if let (Some(fd), RootSource::Squashfs { archive }) = (dev_fuse, &container.root) {
-                crate::fuse::serve(archive.clone(), fd, false)
-                    .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
-            }
-            let failure = process::read_report(report_read);
-            let code = process::supervise(child);
-            match failure {
-                Some((code, message)) => Err(Error::Payload { code, message }),
-                None => Ok(code),
-            }
-        }
+    // This process serves FUSE to the payload only for an unshared SquashFS image; a
+    // PID-namespace payload stays alive as the namespace's supervisor. Otherwise the payload
+    // can borrow this process's memory until it execs.
+    let serves_fuse = matches!(container.root, RootSource::Squashfs { .. });
+    let how = if serves_fuse || container.pid_ns {
+        process::Spawn::Fork
+    } else {
+        process::Spawn::SharedMemory
+    };
+    let (read_fd, write_fd) = (report_read.as_raw_fd(), report_write.as_raw_fd());
+    let fuse_fd = dev_fuse.as_ref().map(|fd| fd.as_raw_fd());
+    // The child owns copies of these descriptors in its own fd table (no CLONE_FILES); it ends
+    // in exec or _exit, so the OwnedFd made here is never dropped by this process.
+    let mut payload = || {
+        // SAFETY: closing the child's copy of the read end; the parent keeps its own.
+        unsafe { libc::close(read_fd) };
+        // SAFETY: the child's copy of the write end, owned by the reporter from here on.
+        let report = process::Reporter(unsafe { OwnedFd::from_raw_fd(write_fd) });
+        payload::run(&container, supervisor, fuse_fd, report)
+    };
+    // No other thread exists yet (the FUSE workers start after the fork).
+    let child =
+        process::spawn(how, &mut payload).map_err(|e| Error::Setup(format!("cannot fork: {e}")))?;
+    drop(report_write);
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    if let (Some(fd), RootSource::Squashfs { archive }) = (dev_fuse, &container.root) {
+        crate::fuse::serve(archive.clone(), fd, false)
+            .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
+    }
+    let failure = process::read_report(report_read);
+    let code = process::supervise(child);
+    match failure {
+        Some((code, message)) => Err(Error::Payload { code, message }),
+        None => Ok(code),
     }
 }
 

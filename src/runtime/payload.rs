@@ -4,7 +4,7 @@
 //! the report pipe as one line and ends this process; nothing here returns.
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -23,12 +23,7 @@ const NOT_EXECUTABLE: i32 = 126;
 /// rsing's own failures.
 const SETUP_FAILED: i32 = 255;
 
-pub fn run(
-    container: &Container,
-    supervisor: Pid,
-    fuse_fd: Option<OwnedFd>,
-    report: Reporter,
-) -> ! {
+pub fn run(container: &Container, supervisor: Pid, fuse_fd: Option<RawFd>, report: Reporter) -> ! {
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
@@ -37,7 +32,10 @@ pub fn run(
         // The supervisor died before PDEATHSIG was armed.
         unsafe { libc::_exit(SETUP_FAILED) };
     }
-    drop(fuse_fd);
+    if let Some(fd) = fuse_fd {
+        // SAFETY: this process's copy of /dev/fuse; only the supervisor serves it.
+        unsafe { libc::close(fd) };
+    }
     let report = if container.pid_ns {
         enter_pid_namespace(report)
     } else {

@@ -137,7 +137,7 @@ fn gzip(input: &[u8], max: usize) -> DResult {
 }
 
 fn xz(input: &[u8], max: usize, legacy_lzma: bool) -> DResult {
-    use xz2::stream::{Action, Status, Stream};
+    use liblzma::stream::{Action, Status, Stream};
     const MEMLIMIT: u64 = 256 << 20;
     let mut s = if legacy_lzma {
         Stream::new_lzma_decoder(MEMLIMIT)

@@ -77,13 +77,13 @@ impl Encoder {
                 e.finish()
             }
             Compressor::Xz => {
-                use xz2::stream::{Check, Filters, LzmaOptions, Stream};
+                use liblzma::stream::{Check, Filters, LzmaOptions, Stream};
                 let mut opts = LzmaOptions::new_preset(self.level as u32).map_err(io_err)?;
                 opts.dict_size(self.dict_size);
                 let mut filters = Filters::new();
                 filters.lzma2(&opts);
                 let stream = Stream::new_stream_encoder(&filters, Check::Crc32).map_err(io_err)?;
-                let mut e = xz2::write::XzEncoder::new_stream(
+                let mut e = liblzma::write::XzEncoder::new_stream(
                     Vec::with_capacity(input.len() / 2 + 64),
                     stream,
                 );
@@ -103,6 +103,6 @@ impl Encoder {
     }
 }
 
-fn io_err(e: xz2::stream::Error) -> std::io::Error {
+fn io_err(e: liblzma::stream::Error) -> std::io::Error {
     std::io::Error::other(e)
 }
