@@ -113,3 +113,44 @@ fn concurrent_containers_share_the_server_and_it_leaves_after_linger() {
         socket.display()
     );
 }
+
+/// Mount namespaces the process holds open (`mnt:[…]` links in /proc/PID/fd).
+fn mount_namespaces_held(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("mnt:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_server_holds_a_running_containers_mounts_and_releases_them_after_it() {
+    let t = TestEnv::new();
+    let img = private_image(&t, &image!(BUSYBOX));
+    let fifo = t.home.join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let script = format!("echo ready; read line < {}", fifo.display());
+    let mut running = t
+        .exec(&img, ["sh", "-c", &script])
+        .env("RSING_SHARE_LINGER", "30")
+        .spawn();
+    running.wait_for_line("ready");
+    let server = server_pids(&img);
+    assert_eq!(server.len(), 1, "one server expected");
+    assert_eq!(
+        mount_namespaces_held(server[0]),
+        1,
+        "the supervisor should have lent its mount namespace to the server"
+    );
+    std::fs::write(&fifo, "go\n").expect("releasing the container");
+    running.assert_exit(0);
+    wait_until(
+        "the server drops the ended container's mount namespace",
+        Duration::from_secs(10),
+        || mount_namespaces_held(server[0]) == 0,
+    );
+    assert_eq!(server_pids(&img), server, "the server should still linger");
+}

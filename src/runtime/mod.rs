@@ -97,6 +97,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
             })?;
             nix::sched::unshare(CloneFlags::CLONE_NEWNS)
                 .map_err(|e| Error::Setup(format!("cannot create a mount namespace: {e}")))?;
+            share::lend_namespace(j);
             None
         }
         (None, RootSource::Squashfs { .. }) => {

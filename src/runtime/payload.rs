@@ -108,11 +108,12 @@ fn build_root(c: &Container) -> Result<(), String> {
     for op in &c.plan.ops {
         mounts::apply(op)?;
     }
-    umount2(OLDROOT, MntFlags::MNT_DETACH)
-        .map_err(|e| format!("cannot detach the host root: {e}"))?;
     chdir(NEWROOT).map_err(|e| format!("chdir {NEWROOT}: {e}"))?;
     pivot_root(".", ".").map_err(|e| format!("pivot_root into the container: {e}"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("cannot detach rsing's tmpfs: {e}"))?;
+    // Detaching rsing's tmpfs takes everything mounted below it along, the host's root at
+    // /oldroot included: one umount instead of two.
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| format!("cannot detach rsing's tmpfs and the host root: {e}"))?;
     Ok(())
 }
 

@@ -12,8 +12,10 @@
 //! Protocol: the server listens on `<rundir>/<key>.sock` (a private 0700 directory). A client
 //! connects, checks that the peer is its own uid, and receives two fds (the server's user
 //! namespace and a detached clone of the mount) plus `ok`. It keeps the connection open for as
-//! long as its container runs; the server serves until every client has gone and the linger
-//! time has passed, then removes its socket and exits. Starting a server is serialised by a
+//! long as its container runs, and once it has its own mount namespace it sends that too
+//! (`ns`, [`lend_namespace`]). A client ends when its process has exited (a pidfd), or when
+//! it closes the connection where pidfds are missing. The server serves until every client has
+//! gone and the linger time has passed, then removes its socket and exits. Starting a server is serialised by a
 //! lock file, so that a hundred containers starting at once spawn one server, not a hundred.
 
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut};
@@ -28,6 +30,10 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
 
 use crate::squashfs::Archive;
+
+/// The client/server protocol's version, part of the socket's name: a client never meets a
+/// server of another version (an older server would take the `ns` message for a hang-up).
+const PROTOCOL: &str = "2";
 
 /// How to find or start the server of one image.
 #[derive(Debug, Clone)]
@@ -127,6 +133,7 @@ pub fn spec(
         h.write(&n.to_le_bytes());
     }
     h.write(env!("CARGO_PKG_VERSION").as_bytes());
+    h.write(PROTOCOL.as_bytes());
     let key = format!("{:016x}", h.0);
     Some(ShareSpec {
         image: image.to_path_buf(),
@@ -193,16 +200,7 @@ fn connect(spec: &ShareSpec) -> Result<Joined, String> {
         MsgFlags::MSG_CMSG_CLOEXEC,
     )
     .map_err(|e| format!("receive: {e}"))?;
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for cmsg in msg.cmsgs().map_err(|e| format!("receive: {e}"))? {
-        if let ControlMessageOwned::ScmRights(raw) = cmsg {
-            // SAFETY: the kernel just installed these descriptors in our table for us.
-            fds.extend(
-                raw.into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
+    let mut fds = received_fds(&msg);
     let n = msg.bytes;
     if n != 2 || &buf != b"ok" || fds.len() != 2 {
         return Err("the image server refused the connection".into());
@@ -214,6 +212,25 @@ fn connect(spec: &ShareSpec) -> Result<Joined, String> {
         mount,
         _connection: stream,
     })
+}
+
+/// Gives the server a reference to the caller's (the container's) mount namespace, to drop
+/// once the caller has exited. The last process to leave a mount namespace tears down every
+/// mount in it, and that is on its exit path, which the user waits for: a tenth of a
+/// container start here. Held by the server, the namespace dies there instead, after the
+/// supervisor's exit has been reported. Best effort: on any failure the supervisor pays.
+pub fn lend_namespace(joined: &Joined) {
+    let Ok(ns) = std::fs::File::open("/proc/self/ns/mnt") else {
+        return;
+    };
+    let fds = [ns.as_raw_fd()];
+    let _ = socket::sendmsg::<()>(
+        joined._connection.as_raw_fd(),
+        &[IoSlice::new(b"ns")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    );
 }
 
 /// How long a start waits for a new image server to say `ready` (it opens the image, creates
@@ -407,6 +424,87 @@ fn mount_for_clients(args: &ServeArgs) -> Result<(OwnedFd, OwnedFd), String> {
     Ok((dev_fuse, userns))
 }
 
+/// One container of the image: the connection its supervisor holds, a pidfd of that
+/// supervisor, and the container's mount namespace once the supervisor has lent it.
+struct Client {
+    /// `None` once the supervisor closed it (at exit, or never: it is close-on-exec).
+    stream: Option<UnixStream>,
+    /// Readable once the supervisor has exited completely. `None` where pidfds are missing
+    /// (Linux < 5.3): the client then ends with its connection.
+    pidfd: Option<OwnedFd>,
+    /// Dropped when the client ends, so that the container's mounts are torn down here, off
+    /// the exit path of the supervisor (see [`lend_namespace`]).
+    _mount_ns: Option<OwnedFd>,
+}
+
+impl Client {
+    fn new(stream: UnixStream) -> Client {
+        let pidfd = socket::getsockopt(&stream, socket::sockopt::PeerCredentials)
+            .ok()
+            .and_then(|creds| pidfd_open(creds.pid()));
+        Client {
+            stream: Some(stream),
+            pidfd,
+            _mount_ns: None,
+        }
+    }
+
+    /// Takes what the supervisor sent (its mount namespace) or notes that it closed the
+    /// connection. Returns whether the client has ended.
+    fn read(&mut self) -> bool {
+        let Some(stream) = &self.stream else {
+            return false;
+        };
+        let mut buf = [0u8; 2];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let received = socket::recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        );
+        let fds = received
+            .as_ref()
+            .ok()
+            .map(|msg| (msg.bytes, received_fds(msg)));
+        match fds {
+            Some((n, fds)) if n > 0 => {
+                self._mount_ns = fds.into_iter().next();
+                false
+            }
+            _ => {
+                self.stream = None;
+                self.pidfd.is_none()
+            }
+        }
+    }
+}
+
+/// The descriptors that came with a message, owned.
+fn received_fds(msg: &socket::RecvMsg<'_, '_, ()>) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for cmsg in cmsgs {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                // SAFETY: the kernel just installed these descriptors in our table for us.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+    }
+    fds
+}
+
+fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open with a pid and no flags; returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a new descriptor that we now own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Accepts clients, hands each a clone of the mount, and returns once no client has been
 /// connected for the linger time.
 ///
@@ -416,7 +514,7 @@ fn mount_for_clients(args: &ServeArgs) -> Result<(OwnedFd, OwnedFd), String> {
 fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd, entry: &SocketEntry) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let linger = Duration::from_secs(args.linger);
-    let mut clients: Vec<UnixStream> = Vec::new();
+    let mut clients: Vec<Client> = Vec::new();
     let mut idle_since = Instant::now();
     loop {
         let timeout = if clients.is_empty() {
@@ -432,12 +530,19 @@ fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd, entry
         } else {
             PollTimeout::NONE
         };
+        // Slot 0 is the listener; then each client's open connection and its pidfd.
         let mut fds: Vec<PollFd> = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        fds.extend(
-            clients
-                .iter()
-                .map(|c| PollFd::new(c.as_fd(), PollFlags::POLLIN)),
-        );
+        let mut slots: Vec<(usize, bool)> = Vec::new();
+        for (i, c) in clients.iter().enumerate() {
+            if let Some(stream) = &c.stream {
+                fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLIN));
+                slots.push((i, false));
+            }
+            if let Some(pidfd) = &c.pidfd {
+                fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
+                slots.push((i, true));
+            }
+        }
         if poll(&mut fds, timeout).is_err() {
             continue;
         }
@@ -447,16 +552,19 @@ fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd, entry
             .collect();
         drop(fds);
         let before = clients.len();
-        // A readable client socket means it closed (clients never send anything).
+        let mut ended = vec![false; before];
+        for (&(i, is_pidfd), _) in slots.iter().zip(&ready[1..]).filter(|(_, r)| **r) {
+            ended[i] |= is_pidfd || clients[i].read();
+        }
         for i in (0..before).rev() {
-            if ready[i + 1] {
+            if ended[i] {
                 clients.swap_remove(i);
             }
         }
         if ready[0] {
             if let Ok((stream, _)) = listener.accept() {
                 if hand_over(&stream, &userns, args.uid_inside).is_ok() {
-                    clients.push(stream);
+                    clients.push(Client::new(stream));
                 }
             }
         }
@@ -471,7 +579,7 @@ fn accept_pending(
     listener: &UnixListener,
     userns: &OwnedFd,
     uid_inside: u32,
-    clients: &mut Vec<UnixStream>,
+    clients: &mut Vec<Client>,
 ) -> bool {
     if listener.set_nonblocking(true).is_err() {
         return false;
@@ -479,7 +587,7 @@ fn accept_pending(
     while let Ok((stream, _)) = listener.accept() {
         let _ = stream.set_nonblocking(false);
         if hand_over(&stream, userns, uid_inside).is_ok() {
-            clients.push(stream);
+            clients.push(Client::new(stream));
         }
     }
     !clients.is_empty()
