@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::fixtures::BUSYBOX;
-use crate::util::{processes_matching, TestEnv};
+use crate::util::{processes_matching, Running, TestEnv};
 
 /// A private copy of the busybox image, so that no other test's server serves it.
 fn private_image(t: &TestEnv, fixture: &Path) -> PathBuf {
@@ -42,6 +42,20 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Starts a container that says `ready` and then waits until a line is written to the
+/// returned fifo (in $HOME, which is bound into the container).
+fn start_waiting(t: &TestEnv, image: &Path, linger: &str) -> (Running, PathBuf) {
+    let fifo = t.home.join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let script = format!("echo ready; read line < {}; echo got $line", fifo.display());
+    let mut running = t
+        .exec(image, ["sh", "-c", &script])
+        .env("RSING_SHARE_LINGER", linger)
+        .spawn();
+    running.wait_for_line("ready");
+    (running, fifo)
+}
+
 #[test]
 fn consecutive_starts_share_one_server() {
     let t = TestEnv::new();
@@ -73,14 +87,7 @@ fn without_sharing_no_server_is_started() {
 fn concurrent_containers_share_the_server_and_it_leaves_after_linger() {
     let t = TestEnv::new();
     let img = private_image(&t, &image!(BUSYBOX));
-    let fifo = t.home.join("go"); // $HOME is bound into the container
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-    let script = format!("echo ready; read line < {}; echo got $line", fifo.display());
-    let mut running = t
-        .exec(&img, ["sh", "-c", &script])
-        .env("RSING_SHARE_LINGER", "1")
-        .spawn();
-    running.wait_for_line("ready");
+    let (running, fifo) = start_waiting(&t, &img, "1");
     let out = t
         .exec(&img, ["echo", "second"])
         .env("RSING_SHARE_LINGER", "1")
@@ -130,14 +137,7 @@ fn mount_namespaces_held(pid: u32) -> usize {
 fn the_server_holds_a_running_containers_mounts_and_releases_them_after_it() {
     let t = TestEnv::new();
     let img = private_image(&t, &image!(BUSYBOX));
-    let fifo = t.home.join("go");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-    let script = format!("echo ready; read line < {}", fifo.display());
-    let mut running = t
-        .exec(&img, ["sh", "-c", &script])
-        .env("RSING_SHARE_LINGER", "30")
-        .spawn();
-    running.wait_for_line("ready");
+    let (running, fifo) = start_waiting(&t, &img, "30");
     let server = server_pids(&img);
     assert_eq!(server.len(), 1, "one server expected");
     assert_eq!(

@@ -190,19 +190,8 @@ fn connect(spec: &ShareSpec) -> Result<Joined, String> {
     if creds.uid() != nix::unistd::getuid().as_raw() {
         return Err("the image server runs as another user".into());
     }
-    let mut buf = [0u8; 2];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
-    let msg = socket::recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| format!("receive: {e}"))?;
-    let mut fds = received_fds(&msg);
-    let n = msg.bytes;
-    if n != 2 || &buf != b"ok" || fds.len() != 2 {
+    let (tag, mut fds) = receive(&stream).map_err(|e| format!("receive: {e}"))?;
+    if &tag != b"ok" || fds.len() != 2 {
         return Err("the image server refused the connection".into());
     }
     let mount = fds.pop().expect("two fds");
@@ -223,13 +212,11 @@ pub fn lend_namespace(joined: &Joined) {
     let Ok(ns) = std::fs::File::open("/proc/self/ns/mnt") else {
         return;
     };
-    let fds = [ns.as_raw_fd()];
-    let _ = socket::sendmsg::<()>(
-        joined._connection.as_raw_fd(),
-        &[IoSlice::new(b"ns")],
-        &[ControlMessage::ScmRights(&fds)],
+    let _ = send(
+        &joined._connection,
+        b"ns",
+        &[ns.as_raw_fd()],
         MsgFlags::MSG_DONTWAIT,
-        None,
     );
 }
 
@@ -455,21 +442,8 @@ impl Client {
         let Some(stream) = &self.stream else {
             return false;
         };
-        let mut buf = [0u8; 2];
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let received = socket::recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        );
-        let fds = received
-            .as_ref()
-            .ok()
-            .map(|msg| (msg.bytes, received_fds(msg)));
-        match fds {
-            Some((n, fds)) if n > 0 => {
+        match receive(stream) {
+            Ok((tag, fds)) if &tag == b"ns" => {
                 self._mount_ns = fds.into_iter().next();
                 false
             }
@@ -481,21 +455,44 @@ impl Client {
     }
 }
 
-/// The descriptors that came with a message, owned.
-fn received_fds(msg: &socket::RecvMsg<'_, '_, ()>) -> Vec<OwnedFd> {
+/// Messages are a two-byte tag with descriptors attached: `ok` (server → client: its user
+/// namespace and a mount) and `ns` (client → server: the container's mount namespace).
+fn send(stream: &UnixStream, tag: &[u8; 2], fds: &[RawFd], flags: MsgFlags) -> nix::Result<()> {
+    socket::sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(tag)],
+        &[ControlMessage::ScmRights(fds)],
+        flags,
+        None,
+    )
+    .map(drop)
+}
+
+/// Receives one message (see [`send`]). A hang-up reads as an error.
+fn receive(stream: &UnixStream) -> nix::Result<([u8; 2], Vec<OwnedFd>)> {
+    let mut tag = [0u8; 2];
+    let mut iov = [IoSliceMut::new(&mut tag)];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let msg = socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
     let mut fds = Vec::new();
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for cmsg in cmsgs {
-            if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                // SAFETY: the kernel just installed these descriptors in our table for us.
-                fds.extend(
-                    raw.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in our table for us.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
-    fds
+    if msg.bytes != tag.len() {
+        return Err(nix::errno::Errno::ECONNRESET);
+    }
+    Ok((tag, fds))
 }
 
 fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
@@ -600,16 +597,13 @@ fn hand_over(stream: &UnixStream, userns: &OwnedFd, uid_inside: u32) -> Result<(
         return Err("client of another user".into());
     }
     let mount = open_tree_clone(&Path::new(super::BASE).join("image"))?;
-    let fds = [userns.as_raw_fd(), mount.as_raw_fd()];
-    socket::sendmsg::<()>(
-        stream.as_raw_fd(),
-        &[IoSlice::new(b"ok")],
-        &[ControlMessage::ScmRights(&fds)],
+    send(
+        stream,
+        b"ok",
+        &[userns.as_raw_fd(), mount.as_raw_fd()],
         MsgFlags::empty(),
-        None,
     )
-    .map_err(|e| e.to_string())?;
-    Ok(())
+    .map_err(|e| e.to_string())
 }
 
 /// A detached copy of the mount at `path` (open_tree(2) with OPEN_TREE_CLONE).

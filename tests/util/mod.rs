@@ -9,7 +9,7 @@ pub mod oci;
 pub mod registry;
 pub mod slurm;
 
-pub use cmd::RsingCmd;
+pub use cmd::{RsingCmd, Running};
 pub use guard::{have_tools, missing};
 
 use sha2::{Digest, Sha256};
