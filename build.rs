@@ -9,5 +9,10 @@
 //!   in a VM). glibc itself stays dynamic, for NSS (LDAP/sssd users) and for dlopen (NVML).
 fn main() {
     println!("cargo:rustc-link-arg-bins=-no-pie");
-    println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
+    let target = |key: &str| std::env::var(key).unwrap_or_default();
+    // Only where the unwinder is libgcc's (Linux with glibc); musl and LLVM toolchains bring
+    // their own.
+    if target("CARGO_CFG_TARGET_OS") == "linux" && target("CARGO_CFG_TARGET_ENV") == "gnu" {
+        println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
+    }
 }

@@ -83,6 +83,18 @@ fn command_missing_in_image_is_named() {
         .assert_fails_naming("/opt/none/cmd");
 }
 
+/// The set-up reports a failure through a pipe that rsing reads only once the set-up process
+/// has ended: a report larger than the pipe must not block it (the directory name here is
+/// 100 kB).
+#[test]
+fn a_failure_report_longer_than_a_pipe_neither_hangs_nor_loses_the_error() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let long = format!("/opt/{}", "n".repeat(100_000));
+    t.exec_with(["--pwd", long.as_str()], &img, ["true"])
+        .assert_error_naming("cannot change to working directory /opt/nnnn");
+}
+
 #[test]
 fn unknown_flag_is_rejected() {
     let t = TestEnv::new();

@@ -146,14 +146,16 @@ pub fn run(container: Container) -> Result<i32, Error> {
         let report = process::Reporter(unsafe { OwnedFd::from_raw_fd(write_fd) });
         payload::run(&container, supervisor, fuse_fd, report)
     };
-    // No other thread exists yet (the FUSE workers start after the fork).
-    let child =
-        process::spawn(how, &mut payload).map_err(|e| Error::Setup(format!("cannot fork: {e}")))?;
-    drop(report_write);
+    // Before the spawn: with SharedMemory the command runs before this process wakes up, and
+    // the orphans of a command that forks and exits at once must come back here.
     // SAFETY: prctl with integer arguments.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
+    // No other thread exists yet (the FUSE workers start after the fork).
+    let child =
+        process::spawn(how, &mut payload).map_err(|e| Error::Setup(format!("cannot fork: {e}")))?;
+    drop(report_write);
     if let (Some(fd), RootSource::Squashfs { archive }) = (dev_fuse, &container.root) {
         crate::fuse::serve(archive.clone(), fd, false)
             .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;

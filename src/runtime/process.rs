@@ -104,7 +104,14 @@ pub struct Reporter(pub OwnedFd);
 impl Reporter {
     /// Reports a failure (one line) and ends the process with `code`.
     pub fn fail(&self, code: i32, message: &str) -> ! {
-        let text = format!("{code} {message}");
+        let mut text = format!("{code} {message}");
+        // One write of at most PIPE_BUF bytes never blocks on an empty pipe, and the reader
+        // may not read before this process exits (Spawn::SharedMemory).
+        let mut end = text.len().min(libc::PIPE_BUF);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
         // SAFETY: writing a buffer to an fd we own; errors are irrelevant, we exit next.
         unsafe {
             libc::write(self.0.as_raw_fd(), text.as_ptr().cast(), text.len());
@@ -159,11 +166,7 @@ pub fn spawn(how: Spawn, child: &mut dyn FnMut()) -> nix::Result<Pid> {
         Spawn::Fork => {
             // SAFETY: the callers fork only while this process is single-threaded.
             match unsafe { nix::unistd::fork() }? {
-                nix::unistd::ForkResult::Child => {
-                    child();
-                    // SAFETY: plain _exit; `child` is not meant to return.
-                    unsafe { libc::_exit(255) }
-                }
+                nix::unistd::ForkResult::Child => run_child(child),
                 nix::unistd::ForkResult::Parent { child } => Ok(child),
             }
         }
@@ -171,14 +174,21 @@ pub fn spawn(how: Spawn, child: &mut dyn FnMut()) -> nix::Result<Pid> {
     }
 }
 
+/// Runs the child's code and ends the process, whatever it does: a panic must neither unwind
+/// into the parent's frames (a forked copy would run the caller's code twice) nor off the end
+/// of a clone stack. The panic hook has already printed the message.
+fn run_child(child: &mut dyn FnMut()) -> ! {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
+    // SAFETY: plain _exit; `child` is not meant to return.
+    unsafe { libc::_exit(255) }
+}
+
 fn spawn_shared_memory(child: &mut dyn FnMut()) -> nix::Result<Pid> {
     extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` is the `&mut &mut dyn FnMut` passed below, alive while the parent
         // sleeps in clone (CLONE_VFORK).
         let child = unsafe { &mut *arg.cast::<&mut dyn FnMut()>() };
-        child();
-        // SAFETY: plain _exit; `child` is not meant to return.
-        unsafe { libc::_exit(255) }
+        run_child(*child)
     }
     let page = 4096;
     // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
@@ -198,6 +208,16 @@ fn spawn_shared_memory(child: &mut dyn FnMut()) -> nix::Result<Pid> {
     // A guard page at the bottom turns an overflow into a fault instead of corrupting the heap.
     // SAFETY: the first page of the mapping made above.
     unsafe { libc::mprotect(stack, page, libc::PROT_NONE) };
+    // A stop signal (Ctrl-Z) would stop the child while this process waits in the kernel for
+    // it, unstoppable: the shell would never get the terminal back. Blocked here, it stays
+    // pending until the child execs (which empties the mask first, `reset_signals`) and until
+    // this process unblocks it below, and then stops both, as it would after a fork.
+    let mut stops = SigSet::empty();
+    for sig in [Signal::SIGTSTP, Signal::SIGTTIN, Signal::SIGTTOU] {
+        stops.add(sig);
+    }
+    let mut old_mask = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stops), Some(&mut old_mask))?;
     let mut arg: &mut dyn FnMut() = child;
     // SAFETY: the stack top is 16-byte aligned and inside the mapping; with CLONE_VFORK this
     // call returns only after the child has exec'd or exited, so `arg` and the stack outlive
@@ -217,5 +237,6 @@ fn spawn_shared_memory(child: &mut dyn FnMut()) -> nix::Result<Pid> {
     };
     // SAFETY: the child no longer runs on this stack (it has exec'd or exited).
     unsafe { libc::munmap(stack, CHILD_STACK) };
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
     result
 }

@@ -183,8 +183,14 @@ pub fn join(spec: &ShareSpec) -> Result<Joined, String> {
     connect(spec)
 }
 
+/// How long a client waits for the server's answer before it serves the image itself.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn connect(spec: &ShareSpec) -> Result<Joined, String> {
     let stream = UnixStream::connect(&spec.socket).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(ANSWER_TIMEOUT))
+        .map_err(|e| format!("connect: {e}"))?;
     let creds = socket::getsockopt(&stream, socket::sockopt::PeerCredentials)
         .map_err(|e| format!("peer credentials: {e}"))?;
     if creds.uid() != nix::unistd::getuid().as_raw() {
@@ -300,6 +306,9 @@ pub fn serve(args: ServeArgs) -> ! {
                 let _ =
                     unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
             }
+            // Every client holds a pidfd and its mount namespace here, and the FUSE workers
+            // one /dev/fuse fd per core: a node full of MPI ranks must not hit the soft limit.
+            raise_fd_limit();
             // Hold no directory of the user's busy (an NFS cwd could not be unmounted).
             let _ = std::env::set_current_dir("/");
             // SAFETY: closing our stdout (the pipe to the starter) so it sees EOF.
@@ -426,9 +435,7 @@ struct Client {
 
 impl Client {
     fn new(stream: UnixStream) -> Client {
-        let pidfd = socket::getsockopt(&stream, socket::sockopt::PeerCredentials)
-            .ok()
-            .and_then(|creds| pidfd_open(creds.pid()));
+        let pidfd = peer_pidfd(&stream);
         Client {
             stream: Some(stream),
             pidfd,
@@ -445,6 +452,10 @@ impl Client {
         match receive(stream) {
             Ok((tag, fds)) if &tag == b"ns" => {
                 self._mount_ns = fds.into_iter().next();
+                if self.pidfd.is_some() {
+                    // The pidfd says when the client ends: one descriptor fewer per client.
+                    self.stream = None;
+                }
                 false
             }
             _ => {
@@ -493,6 +504,40 @@ fn receive(stream: &UnixStream) -> nix::Result<([u8; 2], Vec<OwnedFd>)> {
         return Err(nix::errno::Errno::ECONNRESET);
     }
     Ok((tag, fds))
+}
+
+/// Raises the soft limit on open files to the hard limit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// A pidfd of the peer of `stream`: `SO_PEERPIDFD` (Linux 6.5) names the very process that
+/// connected, while `pidfd_open` of the `SO_PEERCRED` pid could meet a reused pid if that
+/// process is already gone.
+fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
+    const SO_PEERPIDFD: libc::c_int = 77;
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt with a valid socket and an int-sized out-buffer.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut fd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 && fd >= 0 {
+        // SAFETY: the kernel made this descriptor for us.
+        return Some(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    socket::getsockopt(stream, socket::sockopt::PeerCredentials)
+        .ok()
+        .and_then(|creds| pidfd_open(creds.pid()))
 }
 
 fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
@@ -559,10 +604,14 @@ fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd, entry
             }
         }
         if ready[0] {
-            if let Ok((stream, _)) = listener.accept() {
-                if hand_over(&stream, &userns, args.uid_inside).is_ok() {
-                    clients.push(Client::new(stream));
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if hand_over(&stream, &userns, args.uid_inside).is_ok() {
+                        clients.push(Client::new(stream));
+                    }
                 }
+                // Out of descriptors, say: the listener stays readable, so do not spin on it.
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
         if clients.is_empty() && before > 0 {
