@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::util::gpu::{gpu_host, probe_image, GpuHost};
-use crate::util::{RsingCmd, TestEnv};
+use crate::util::{missing, RsingCmd, TestEnv};
 
 const LIBS: &str = "/.singularity.d/libs";
 
@@ -155,7 +155,7 @@ fn cuda_visible_devices_picks_the_gpu_and_is_renumbered_inside() {
     let t = TestEnv::new();
     let (host, image) = gpu_setup!(t);
     let Some(&(index, minor)) = host.gpus.last() else {
-        eprintln!("SKIP: no GPU device nodes on this host");
+        missing("GPU device nodes");
         return;
     };
     let script = "ls -d /dev/nvidia[0-9]*; echo CVD=$CUDA_VISIBLE_DEVICES; /usr/local/bin/probe";
@@ -179,7 +179,7 @@ fn slurm_allocation_limits_the_gpus() {
     let t = TestEnv::new();
     let (host, image) = gpu_setup!(t);
     if host.gpus.len() < 2 {
-        eprintln!("SKIP: fewer than two GPUs");
+        missing("a second GPU");
         return;
     }
     // Slurm allocated the second GPU and, constraining devices, numbers it 0.

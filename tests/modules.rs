@@ -230,6 +230,7 @@ echo "config=$RSING_CONFIG"
 echo "manpath=$MANPATH"
 echo "xdg=$XDG_DATA_DIRS"
 echo "fpath=$FPATH"
+echo "family=${{LMOD_FAMILY_CONTAINER-none}}"
 rsing --version
 rsing exec {img} cat /etc/passwd >/dev/null && echo exec-ok
 module unload rsing
@@ -253,6 +254,11 @@ echo "after: $(command -v rsing || echo none) ${{RSING_CONFIG-unset}} ${{XDG_DAT
     assert_has(&out, &format!("rsing {}\n", env!("CARGO_PKG_VERSION")));
     assert_has(&out, "exec-ok\n");
     assert_has(&out, "after: none unset /usr/local/share:/usr/share\n");
+    // Only the Lua file declares the family: it proves which of the two files was loaded
+    // (Lmod prefers the .lua one; environment-modules reads only Tcl).
+    let lua_loaded = system == System::Lmod && files.iter().any(|(name, _)| name.ends_with(".lua"));
+    let family = if lua_loaded { "rsing" } else { "none" };
+    assert_has(&out, &format!("family={family}\n"));
 }
 
 #[test]
@@ -348,6 +354,20 @@ fn module_create_errors_and_force() {
     create(&["--from-labels", "bb/2"]).assert_error_naming("org.rsing.module.commands");
     create(&["--cmd", "a/b", "bb/2"]).assert_error_naming("a/b");
     create(&["--cmd", "ls", "noversion"]).assert_error_naming("noversion");
+    // A part ending in .d would live inside another module's wrapper directory.
+    create(&["--cmd", "ls", "bb/1.d/x"]).assert_error_naming("bb/1.d/x");
+    // --force replaces a module, never a directory of modules, and writes nothing first.
+    create(&["--cmd", "ls", "--force", "x/bb/1"]).stdout_str();
+    create(&["--cmd", "ls", "--force", "x/bb"]).assert_error_naming("not a module");
+    assert!(
+        !dest.join("x/bb.d").exists() && dest.join("x/bb/1").is_file(),
+        "a refused --force left something behind"
+    );
+    assert_eq!(
+        std::fs::read_dir(dest.join("x")).unwrap().count(),
+        1,
+        "no temporary files are left in the module tree"
+    );
     t.rsing()
         .args(["module", "create", "--cmd", "ls", "--dest"])
         .arg(&dest)

@@ -127,9 +127,9 @@ fn the_commands_exit_status_becomes_the_job_state() {
 }
 
 /// Eight tasks start the same image at once, wait until all of them run, then end one after
-/// the other, each reading the image until it ends. A task must not lose its image when the
-/// task whose job started the image server ends (Slurm kills what is left in that job's
-/// cgroup, the server included).
+/// the other, each reading the image until it ends. A task must not lose its image when
+/// another task ends: Slurm kills what is left in an ending job's cgroup, so each task's
+/// image server is its own (servers are scoped to a job step).
 #[test]
 fn job_array_of_eight_tasks_on_one_image() {
     let t = TestEnv::new();

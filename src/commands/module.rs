@@ -118,15 +118,31 @@ fn create(global: &super::Global, args: &CreateArgs) -> anyhow::Result<i32> {
         Format::Lua => (&lua_file, &tcl_file),
         Format::Tcl => (&tcl_file, &lua_file),
     };
-    for existing in [file, other] {
-        if existing.symlink_metadata().is_ok() && !args.force {
+    let bin_parent = dir.join(format!("{version}.d"));
+    // Everything is checked before the first write: --force replaces a module, never a
+    // directory of other modules (`tools/bb` when `tools/bb/1.0` exists).
+    for (existing, want_dir) in [(file, false), (other, false), (&bin_parent, true)] {
+        let Ok(meta) = existing.symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() != want_dir {
+            bail!(
+                "{} exists and is not a module's {}: not replaced",
+                existing.display(),
+                if want_dir {
+                    "wrapper directory"
+                } else {
+                    "modulefile"
+                }
+            );
+        }
+        if !args.force && !want_dir {
             bail!(
                 "module {name}/{version} exists: {} (give --force to replace it)",
                 existing.display()
             );
         }
     }
-    let bin_parent = dir.join(format!("{version}.d"));
     let module = Module {
         name,
         version,
@@ -224,25 +240,22 @@ fn commands(
 
 /// Splits `NAME/VERSION`; every part must be a plain, visible module path component.
 fn split_module(spec: &str) -> anyhow::Result<(&str, &str)> {
+    // No part may end in .lua or .d either: `a/1.0.d/x` would live inside the wrapper
+    // directory of `a/1.0`, and `a.lua/x` next to a modulefile's name.
     let ok = |part: &str| {
         !part.is_empty()
             && !part.starts_with(['.', '-'])
+            && !part.ends_with(".lua")
+            && !part.ends_with(".d")
             && part
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
     };
     match spec.rsplit_once('/') {
-        Some((name, version))
-            if name.split('/').all(ok)
-                && ok(version)
-                && !version.ends_with(".lua")
-                && !version.ends_with(".d") =>
-        {
-            Ok((name, version))
-        }
+        Some((name, version)) if name.split('/').all(ok) && ok(version) => Ok((name, version)),
         _ => bail!(
             "module {spec:?}: expected NAME/VERSION, each part made of letters, digits, . _ + - \
-             (not starting with . or -; VERSION not ending in .lua or .d)"
+             (not starting with . or -, not ending in .lua or .d)"
         ),
     }
 }
@@ -436,22 +449,32 @@ fn replace_dir(dir: &Path, files: &[(String, String)]) -> anyhow::Result<()> {
     let base = dir.file_name().unwrap_or_default().to_string_lossy();
     let pid = std::process::id();
     let fresh = parent.join(format!(".{base}.new-{pid}"));
-    let old = parent.join(format!(".{base}.old-{pid}"));
     let ctx = |p: &Path| format!("wrapper dir {}", p.display());
     let _ = std::fs::remove_dir_all(&fresh);
-    std::fs::create_dir_all(fresh.join("bin")).with_context(|| ctx(&fresh))?;
-    for (name, script) in files {
-        write_atomic(&fresh.join("bin").join(name), script.as_bytes(), 0o755)?;
-    }
-    let had_old = dir.symlink_metadata().is_ok();
-    if had_old {
-        std::fs::rename(dir, &old).with_context(|| ctx(dir))?;
-    }
-    std::fs::rename(&fresh, dir).with_context(|| ctx(dir))?;
-    if had_old {
-        std::fs::remove_dir_all(&old).with_context(|| ctx(&old))?;
-    }
-    Ok(())
+    let built = (|| -> anyhow::Result<()> {
+        std::fs::create_dir_all(fresh.join("bin")).with_context(|| ctx(&fresh))?;
+        for (name, script) in files {
+            write_atomic(&fresh.join("bin").join(name), script.as_bytes(), 0o755)?;
+        }
+        // An existing set is swapped with the new one in one step (RENAME_EXCHANGE): a
+        // wrapper that runs meanwhile finds the old set or the new one, never none.
+        if dir.symlink_metadata().is_ok() {
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &fresh,
+                nix::fcntl::AT_FDCWD,
+                dir,
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .with_context(|| ctx(dir))?;
+        } else {
+            std::fs::rename(&fresh, dir).with_context(|| ctx(dir))?;
+        }
+        Ok(())
+    })();
+    // After an exchange `fresh` holds the old set; after a failure, the partial new one.
+    let _ = std::fs::remove_dir_all(&fresh);
+    built
 }
 
 /// Writes `path` through a temporary file in the same directory and a rename.

@@ -56,7 +56,7 @@ pub fn gpu_host(t: &TestEnv) -> Option<GpuHost> {
         Ok(v) => v,
         Err(_) => host_probe_cuda(),
     };
-    let gpus = report["gpus"]
+    let gpus: Vec<(u64, u64)> = report["gpus"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -64,7 +64,7 @@ pub fn gpu_host(t: &TestEnv) -> Option<GpuHost> {
                 .collect()
         })
         .unwrap_or_default();
-    let control = report["devices"]
+    let control: Vec<String> = report["devices"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -78,6 +78,7 @@ pub fn gpu_host(t: &TestEnv) -> Option<GpuHost> {
                 .collect()
         })
         .unwrap_or_default();
+    check_stub_devices(&gpus, &control);
     Some(GpuHost {
         config,
         driver,
@@ -187,4 +188,40 @@ fn ldd_closure(bin: &Path) -> Vec<PathBuf> {
             path.starts_with('/').then(|| PathBuf::from(path))
         })
         .collect()
+}
+
+/// With the stub driver, what `rsing gpu` found must be what the stub made (the device
+/// expectations of the tests come from that report, so it must not be trusted blindly): its
+/// `RSING_TEST_GPU_COUNT` GPU nodes, numbered from 0, and the four control nodes. A stub
+/// without device nodes (no mknod here) leaves the device tests nothing to check: under
+/// CI=true that is a failure.
+fn check_stub_devices(gpus: &[(u64, u64)], control: &[String]) {
+    let Some(count) = std::env::var("RSING_TEST_GPU_COUNT")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if count == 0 {
+        missing("the stub driver's fake device nodes (mknod was refused)");
+        return;
+    }
+    let minors: Vec<u64> = gpus.iter().map(|&(_, minor)| minor).collect();
+    assert_eq!(
+        minors,
+        (0..count).collect::<Vec<_>>(),
+        "rsing gpu must report the stub's {count} GPU nodes"
+    );
+    let mut control: Vec<&str> = control.iter().map(String::as_str).collect();
+    control.sort();
+    assert_eq!(
+        control,
+        [
+            "/dev/nvidia-modeset",
+            "/dev/nvidia-uvm",
+            "/dev/nvidia-uvm-tools",
+            "/dev/nvidiactl"
+        ],
+        "rsing gpu must report the stub's control nodes"
+    );
 }
