@@ -305,6 +305,17 @@ fn cdi_specs_in_json_and_yaml_apply_device_mount_env_and_host_hook() {
     )
     .env("RSING_CONFIG", &conf)
     .assert_error_naming("test.rsing.example/json=nope");
+    // A malformed spec: even with -q (no warnings), the error names the file it skipped.
+    t.write("cdi/broken.json", "{\"cdiVersion\": \"0.5.0\", \"kind\": ");
+    let line = t
+        .exec_with(
+            ["-q", "--device", "test.rsing.example/broken=probe"],
+            &image,
+            ["true"],
+        )
+        .env("RSING_CONFIG", &conf)
+        .assert_error_naming("test.rsing.example/broken=probe");
+    assert!(line.contains("broken.json"), "{line}");
 }
 
 #[test]

@@ -185,7 +185,17 @@ fn add_cdi(
     for e in &errors {
         warn(global, &format!("CDI: {e}"));
     }
-    let resolved = registry.resolve(requests)?;
+    // A request that fails may fail because its spec was one of the unreadable files: say so
+    // in the error itself (the warnings above are gone under -q).
+    let resolved = registry
+        .resolve(requests)
+        .map_err(|e| match errors.is_empty() {
+            true => anyhow::Error::from(e),
+            false => {
+                let skipped: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!("{e} (CDI spec files skipped: {})", skipped.join("; "))
+            }
+        })?;
     let applied = cdi_edits::apply(&resolved)?;
     for line in &applied.skipped {
         warn(global, &format!("CDI: not applied: {line}"));

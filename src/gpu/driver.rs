@@ -77,8 +77,16 @@ fn query_isolated(lib: &Path) -> Result<DriverInfo, Error> {
             let read_result = std::fs::File::from(read).read_to_string(&mut text);
             let status = nix::sys::wait::waitpid(child, None);
             read_result.map_err(|e| fail(format!("reading the NVML child: {e}")))?;
-            let decoded = decode(&text)
-                .ok_or_else(|| fail(format!("the NVML query ended abnormally ({status:?})")))?;
+            let decoded = decode(&text).ok_or_else(|| {
+                let how = match status {
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => {
+                        format!("killed by {}", sig.as_str())
+                    }
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => format!("exit {code}"),
+                    other => format!("{other:?}"),
+                };
+                fail(format!("the NVML query ended abnormally ({how})"))
+            })?;
             decoded.map_err(|e| match e {
                 Error::Nvml { message, .. } => fail(message),
                 other => other,
