@@ -33,4 +33,5 @@ mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, 
 mod share; // the shared image server
 mod signals; // signal forwarding, 128+N, nothing left behind
 mod slurm; // under a real Slurm: batch scripts, arrays, scancel, MPI (PMIx), SPANK, GRES gpu
+mod squashfs_matrix; // block sizes × compressors × writers: rsing reads what unsquashfs reads
 mod squashfs_tree; // the tree served by rsing equals what unsquashfs reads

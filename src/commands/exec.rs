@@ -134,6 +134,7 @@ fn pulled(global: &Global, reference: &str) -> anyhow::Result<PathBuf> {
     let args = super::fetch::ConvertArgs {
         arch: None,
         compress: "zstd".into(),
+        block_size: 128 * 1024,
         insecure: false,
     };
     let path = super::fetch::cached_image(reference, &args, &progress)?;

@@ -157,11 +157,14 @@ pub fn run(container: Container) -> Result<i32, Error> {
         process::spawn(how, &mut payload).map_err(|e| Error::Setup(format!("cannot fork: {e}")))?;
     drop(report_write);
     if let (Some(fd), RootSource::Squashfs { archive }) = (dev_fuse, &container.root) {
-        crate::fuse::serve(archive.clone(), fd, false)
+        crate::fuse::serve(archive.clone(), fd, false, &container.fsname)
             .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
     }
     let failure = process::read_report(report_read);
     let code = process::supervise(child);
+    if let Some(j) = &joined {
+        j.print_new_warnings();
+    }
     match failure {
         Some((code, message)) => Err(Error::Payload { code, message }),
         None => Ok(code),
