@@ -42,7 +42,10 @@ fn home_reached_through_a_symlink_works_for_exec_run_and_shell() {
         assert!(out.contains("in the real home"), "{out}");
         // The same path given with -B and --home.
         let bind = format!("{}:/mnt/h", home.display());
-        assert_eq!(t.sh_with(["-B", &bind], &img, "cat /mnt/h/marker"), "in the real home");
+        assert_eq!(
+            t.sh_with(["-B", &bind], &img, "cat /mnt/h/marker"),
+            "in the real home"
+        );
         let out = t.sh_with(["--home", home.to_str().unwrap()], &img, "cat ~/marker");
         assert_eq!(out, "in the real home");
         std::fs::remove_file(&link).unwrap();
@@ -92,7 +95,9 @@ fn denied_path_cannot_be_reached_through_a_parent() {
     let secret = srv.join("secret");
     let conf = config(&t, &format!("deny bind path = {}\n", secret.display()));
     let srv_s = srv.to_str().unwrap();
-    let attempts: Vec<(Vec<String>, Option<(&str, String)>)> = vec![
+    /// Options, and a host variable, for one attempt.
+    type Attempt<'a> = (Vec<String>, Option<(&'a str, String)>);
+    let attempts: Vec<Attempt> = vec![
         (vec!["-B".into(), format!("{srv_s}:/mnt")], None),
         (vec!["-B".into(), "/:/host".into()], None),
         (vec!["--home".into(), srv_s.into()], None),
@@ -116,7 +121,12 @@ fn denied_path_cannot_be_reached_through_a_parent() {
         assert!(err.contains("not allowed"), "{opts:?} {var:?}: {err}");
     }
     let open = format!("{srv_s}/open:/mnt");
-    let cmd = t.rsing().arg("--config").arg(&conf).arg("exec").args(["-B", &open]);
+    let cmd = t
+        .rsing()
+        .arg("--config")
+        .arg(&conf)
+        .arg("exec")
+        .args(["-B", &open]);
     assert_eq!(cmd.arg(&img).args(["cat", "/mnt/f"]).stdout_str(), "open");
 }
 
@@ -156,7 +166,11 @@ fn user_config_cannot_relax_the_system_config() {
     let out = rsing(&user)
         .arg("exec")
         .arg(&img)
-        .args(["sh", "-c", "cat \"$HOME/marker\" 2>/dev/null || echo no-home"])
+        .args([
+            "sh",
+            "-c",
+            "cat \"$HOME/marker\" 2>/dev/null || echo no-home",
+        ])
         .run();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no-home");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -185,7 +199,10 @@ fn unknown_config_keys_warn_once_and_bad_lines_name_file_and_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
-    assert!(warnings[0].starts_with("rsing: warning: config "), "{stderr}");
+    assert!(
+        warnings[0].starts_with("rsing: warning: config "),
+        "{stderr}"
+    );
     assert!(warnings[0].contains("'allow setuid'") && warnings[0].contains("'enable overlay'"));
     let bad = [
         ("# x\nmount tmp = maybe\n", "line 2"),
@@ -193,7 +210,13 @@ fn unknown_config_keys_warn_once_and_bad_lines_name_file_and_line() {
     ];
     for (text, line) in bad {
         let conf = config(&t, text);
-        let cmd = t.rsing().arg("--config").arg(&conf).arg("exec").arg(&img).arg("true");
+        let cmd = t
+            .rsing()
+            .arg("--config")
+            .arg(&conf)
+            .arg("exec")
+            .arg(&img)
+            .arg("true");
         let err = cmd.assert_error_naming(conf.to_str().unwrap());
         assert!(err.contains(line), "{err}");
     }
@@ -205,8 +228,14 @@ fn unknown_config_keys_warn_once_and_bad_lines_name_file_and_line() {
 fn bind_onto_the_root_or_out_of_it_is_refused() {
     let t = TestEnv::new();
     let img = image!(BUSYBOX);
-    for spec in ["/tmp:/", "/tmp:/mnt/../..", "/tmp:/mnt/../../../oldroot/etc"] {
-        let err = t.exec_with(["-B", spec], &img, ["true"]).assert_error_naming(spec);
+    for spec in [
+        "/tmp:/",
+        "/tmp:/mnt/../..",
+        "/tmp:/mnt/../../../oldroot/etc",
+    ] {
+        let err = t
+            .exec_with(["-B", spec], &img, ["true"])
+            .assert_error_naming(spec);
         assert!(err.contains("container root"), "{spec}: {err}");
     }
 }
@@ -221,8 +250,7 @@ fn bind_destination_through_a_symlink_stays_in_the_container() {
     t.write("site/link-target/.keep", "");
     // A host directory bound first, holding an absolute and a climbing symlink.
     std::os::unix::fs::symlink("/opt/abs", t.dir.join("site/abs")).unwrap();
-    std::os::unix::fs::symlink("../../../../../../../../opt/rel", t.dir.join("site/rel"))
-        .unwrap();
+    std::os::unix::fs::symlink("../../../../../../../../opt/rel", t.dir.join("site/rel")).unwrap();
     let site = format!("{}:/site", t.dir.join("site").display());
     for (link, seen) in [("/site/abs", "/opt/abs/f"), ("/site/rel", "/opt/rel/f")] {
         let data = format!("{}:{link}", t.dir.join("data").display());
@@ -239,7 +267,11 @@ fn env_values_are_evaluated_and_split_like_apptainer() {
     let img = image!(BUSYBOX);
     let out = t.sh_with(["--env", "PATH=$PATH:/extra"], &img, "echo \"$PATH\"");
     assert_eq!(out, "/bin:/usr/bin:/extra");
-    let out = t.sh_with(["--env", "A=1,B=2", "--env", "L=x,y"], &img, "echo $A $B $L");
+    let out = t.sh_with(
+        ["--env", "A=1,B=2", "--env", "L=x,y"],
+        &img,
+        "echo $A $B $L",
+    );
     assert_eq!(out, "1 2 x,y");
     let cmd = t.exec_with(
         ["--no-eval", "--env", "V=$HOME"],
@@ -247,7 +279,11 @@ fn env_values_are_evaluated_and_split_like_apptainer() {
         ["/bin/sh", "-c", "echo \"$V\""],
     );
     assert_eq!(cmd.stdout_str(), "$HOME");
-    let cmd = t.exec_with(["--env", "V=${IMGVAR}-x"], &img, ["/bin/sh", "-c", "echo \"$V\""]);
+    let cmd = t.exec_with(
+        ["--env", "V=${IMGVAR}-x"],
+        &img,
+        ["/bin/sh", "-c", "echo \"$V\""],
+    );
     assert_eq!(cmd.stdout_str(), "from-image-x");
 }
 
@@ -264,7 +300,11 @@ fn writable_tmpfs_is_capped() {
     let out = t.sh_with(["--writable-tmpfs"], &img, &write(40));
     assert_eq!(out, "fits");
     let conf = config(&t, "sessiondir max size = 8\n");
-    let cmd = t.rsing().arg("--config").arg(&conf).args(["exec", "--writable-tmpfs"]);
+    let cmd = t
+        .rsing()
+        .arg("--config")
+        .arg(&conf)
+        .args(["exec", "--writable-tmpfs"]);
     let out = cmd.arg(&img).args(["sh", "-c", &write(10)]).stdout_str();
     assert_eq!(out, "full");
 }
@@ -277,7 +317,10 @@ fn contain_without_home_says_where_it_starts() {
     let out = t.exec_with(["--contain", "--no-home"], &img, ["pwd"]).run();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "/\n");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("starting in /\n") || stderr.ends_with("starting in /"), "{stderr}");
+    assert!(
+        stderr.contains("starting in /\n") || stderr.ends_with("starting in /"),
+        "{stderr}"
+    );
 }
 
 /// RSING_CONTAINER, APPTAINER_CONTAINER and inspect's `image` are canonical absolute paths.
@@ -287,12 +330,23 @@ fn image_paths_are_canonical() {
     let img = image!(BUSYBOX);
     let dir = img.parent().unwrap();
     let name = img.file_name().unwrap().to_str().unwrap();
-    let dotted = format!("{}/../{}/{name}", dir.display(), dir.file_name().unwrap().to_str().unwrap());
-    let cmd = t.rsing().arg("exec").arg(&dotted).args(["sh", "-c", "echo $RSING_CONTAINER $APPTAINER_CONTAINER"]);
+    let dotted = format!(
+        "{}/../{}/{name}",
+        dir.display(),
+        dir.file_name().unwrap().to_str().unwrap()
+    );
+    let cmd = t.rsing().arg("exec").arg(&dotted).args([
+        "sh",
+        "-c",
+        "echo $RSING_CONTAINER $APPTAINER_CONTAINER",
+    ]);
     let expected = format!("{0} {0}", img.display());
     assert_eq!(cmd.stdout_str(), expected);
     let json = t.rsing().args(["inspect", "--json", &dotted]).stdout_str();
-    assert!(json.contains(&format!("\"image\": \"{}\"", img.display())), "{json}");
+    assert!(
+        json.contains(&format!("\"image\": \"{}\"", img.display())),
+        "{json}"
+    );
 }
 
 /// `cache clean`: --dry-run lists and removes nothing; without a terminal and without a flag
@@ -307,7 +361,12 @@ fn cache_clean_asks_lists_and_filters() {
         std::fs::create_dir_all(f.parent().unwrap()).unwrap();
         std::fs::write(f, "x").unwrap();
     }
-    let clean = |args: &[&str]| t.rsing().env("RSING_CACHEDIR", &cache).args(["cache", "clean"]).args(args);
+    let clean = |args: &[&str]| {
+        t.rsing()
+            .env("RSING_CACHEDIR", &cache)
+            .args(["cache", "clean"])
+            .args(args)
+    };
     let out = clean(&["--dry-run"]).stdout_str();
     assert!(out.contains("would remove 2 entries"), "{out}");
     assert!(blob.exists() && image.exists());
@@ -344,9 +403,17 @@ fn apptainer_variables_are_understood() {
     assert_eq!(out, "/pre:/bin:/usr/bin:/post");
     let a = format!("{}:/data", t.dir.join("a").display());
     let r = format!("{}:/data", t.dir.join("r").display());
-    assert_eq!(sh("cat /data/f").env("APPTAINER_BIND", &a).stdout_str(), "A");
-    assert_eq!(sh("cat /data/f").env("SINGULARITY_BIND", &a).stdout_str(), "A");
-    let both = sh("cat /data/f").env("APPTAINER_BIND", &a).env("RSING_BIND", &r);
+    assert_eq!(
+        sh("cat /data/f").env("APPTAINER_BIND", &a).stdout_str(),
+        "A"
+    );
+    assert_eq!(
+        sh("cat /data/f").env("SINGULARITY_BIND", &a).stdout_str(),
+        "A"
+    );
+    let both = sh("cat /data/f")
+        .env("APPTAINER_BIND", &a)
+        .env("RSING_BIND", &r);
     assert_eq!(both.stdout_str(), "R");
     let inside = "echo $APPTAINER_NAME $SINGULARITY_NAME $APPTAINER_BIND; \
                   [ \"$SINGULARITY_CONTAINER\" = \"$RSING_CONTAINER\" ] && echo same";
@@ -356,12 +423,28 @@ fn apptainer_variables_are_understood() {
     let mut t2 = TestEnv::new();
     let tmp_file = t2.host_tmp_path("seen");
     std::fs::write(&tmp_file, "x").unwrap();
-    let probe = format!("test -e {} && echo host-tmp || echo fresh-tmp; echo \"[$FOO]\"", tmp_file.display());
-    let out = t2.exec(&img, ["sh", "-c", &probe]).env("FOO", "f").env("APPTAINER_CONTAIN", "1").env("SINGULARITY_CLEANENV", "true").stdout_str();
+    let probe = format!(
+        "test -e {} && echo host-tmp || echo fresh-tmp; echo \"[$FOO]\"",
+        tmp_file.display()
+    );
+    let out = t2
+        .exec(&img, ["sh", "-c", &probe])
+        .env("FOO", "f")
+        .env("APPTAINER_CONTAIN", "1")
+        .env("SINGULARITY_CLEANENV", "true")
+        .stdout_str();
     assert_eq!(out, "fresh-tmp\n[]");
-    let out = t2.exec(&img, ["sh", "-c", &probe]).env("FOO", "f").env("APPTAINER_CONTAIN", "1").env("RSING_CONTAIN", "0").stdout_str();
+    let out = t2
+        .exec(&img, ["sh", "-c", &probe])
+        .env("FOO", "f")
+        .env("APPTAINER_CONTAIN", "1")
+        .env("RSING_CONTAIN", "0")
+        .stdout_str();
     assert_eq!(out, "host-tmp\n[f]");
-    let out = t2.exec(&img, ["pwd"]).env("APPTAINER_PWD", "/etc").stdout_str();
+    let out = t2
+        .exec(&img, ["pwd"])
+        .env("APPTAINER_PWD", "/etc")
+        .stdout_str();
     assert_eq!(out, "/etc");
 }
 
@@ -373,11 +456,19 @@ fn apptainer_short_flags() {
     let img = image!(BUSYBOX);
     t.write("other/f", "other");
     let other = t.dir.join("other");
-    let out = t.sh_with(["-H", &format!("{}:/home/x", other.display())], &img, "cat ~/f");
+    let out = t.sh_with(
+        ["-H", &format!("{}:/home/x", other.display())],
+        &img,
+        "cat ~/f",
+    );
     assert_eq!(out, "other");
     assert_eq!(t.exec_with(["-f"], &img, ["id", "-u"]).stdout_str(), "0");
-    assert_eq!(t.exec_with(["--cwd", "/etc"], &img, ["pwd"]).stdout_str(), "/etc");
-    t.exec_with(["-w"], &img, ["true"]).assert_error_naming("--writable-tmpfs");
+    assert_eq!(
+        t.exec_with(["--cwd", "/etc"], &img, ["pwd"]).stdout_str(),
+        "/etc"
+    );
+    t.exec_with(["-w"], &img, ["true"])
+        .assert_error_naming("--writable-tmpfs");
 }
 
 /// `run-help`, `test`, and inspect's --test, --helpfile, --all and `--format apptainer`, on an
@@ -387,28 +478,67 @@ fn run_help_test_and_inspect_sections() {
     let t = TestEnv::new();
     let img = image!(BUSYBOX);
     let root = crate::fixtures::rootfs::busybox(&t.dir);
-    let write = |rel: &str, text: &str, mode: u32| crate::fixtures::rootfs::write(&root, rel, text, mode);
+    let write =
+        |rel: &str, text: &str, mode: u32| crate::fixtures::rootfs::write(&root, rel, text, mode);
     write(".singularity.d/runscript.help", "Usage: run me\n", 0o644);
-    write(".singularity.d/test", "#!/bin/sh\necho test-args: \"$@\"\nexit 3\n", 0o755);
+    write(
+        ".singularity.d/test",
+        "#!/bin/sh\necho test-args: \"$@\"\nexit 3\n",
+        0o755,
+    );
     let rsing = |args: &[&str], image: &Path| t.rsing().args(args).arg(image);
     assert_eq!(rsing(&["run-help"], &root).stdout_str(), "Usage: run me");
-    let out = t.rsing().arg("test").arg(&root).args(["a", "b"]).assert_exit(3);
+    let out = t
+        .rsing()
+        .arg("test")
+        .arg(&root)
+        .args(["a", "b"])
+        .assert_exit(3);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "test-args: a b\n");
     // An image without them: Apptainer's messages, status 0.
-    assert_eq!(rsing(&["run-help"], &img).stdout_str(), "No help sections were defined for this image");
-    assert_eq!(rsing(&["test"], &img).stdout_str(), "No test script found in container, exiting");
-    assert!(rsing(&["inspect", "--test"], &root).stdout_str().contains("echo test-args"));
-    assert_eq!(rsing(&["inspect", "-H"], &root).stdout_str(), "Usage: run me");
-    let all: serde_json::Value = serde_json::from_str(&rsing(&["inspect", "--all"], &root).stdout_str()).unwrap();
+    assert_eq!(
+        rsing(&["run-help"], &img).stdout_str(),
+        "No help sections were defined for this image"
+    );
+    assert_eq!(
+        rsing(&["test"], &img).stdout_str(),
+        "No test script found in container, exiting"
+    );
+    assert!(rsing(&["inspect", "--test"], &root)
+        .stdout_str()
+        .contains("echo test-args"));
+    assert_eq!(
+        rsing(&["inspect", "-H"], &root).stdout_str(),
+        "Usage: run me"
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&rsing(&["inspect", "--all"], &root).stdout_str()).unwrap();
     assert_eq!(all["helpfile"], "Usage: run me\n");
-    assert!(all["runscript"].as_str().unwrap().contains("runscript-args"));
+    assert!(all["runscript"]
+        .as_str()
+        .unwrap()
+        .contains("runscript-args"));
     let app: serde_json::Value = serde_json::from_str(
-        &rsing(&["inspect", "--json", "--format", "apptainer", "--runscript", "-H"], &root).stdout_str(),
+        &rsing(
+            &[
+                "inspect",
+                "--json",
+                "--format",
+                "apptainer",
+                "--runscript",
+                "-H",
+            ],
+            &root,
+        )
+        .stdout_str(),
     )
     .unwrap();
     let attrs = &app["data"]["attributes"];
     assert_eq!(attrs["helpfile"], "Usage: run me\n");
-    assert!(attrs["runscript"].as_str().unwrap().contains("runscript-args"));
+    assert!(attrs["runscript"]
+        .as_str()
+        .unwrap()
+        .contains("runscript-args"));
     assert_eq!(app["data"]["type"], "container");
 }
 
@@ -428,15 +558,25 @@ fn rsing_named_apptainer_or_singularity() {
                 .env("PATH", "/usr/bin:/bin")
                 .args(args)
         };
-        let out = cmd(&["--silent", "exec"]).arg(&img).args(["echo", "ok"]).stdout_str();
+        let out = cmd(&["--silent", "exec"])
+            .arg(&img)
+            .args(["echo", "ok"])
+            .stdout_str();
         assert_eq!(out, "ok", "{name}");
-        assert_eq!(cmd(&["run"]).arg(&img).arg("x").stdout_str(), "runscript-args: x");
+        assert_eq!(
+            cmd(&["run"]).arg(&img).arg("x").stdout_str(),
+            "runscript-args: x"
+        );
         assert!(cmd(&["inspect"]).arg(&img).run().status.success());
         assert!(cmd(&["cache", "list"]).run().status.success());
         let out = cmd(&["instance", "start"]).arg(&img).arg("x").run();
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.starts_with(&format!("rsing: error: {name} instance:")) && err.contains("rsing exec"), "{err}");
+        assert!(
+            err.starts_with(&format!("rsing: error: {name} instance:"))
+                && err.contains("rsing exec"),
+            "{err}"
+        );
         let err = cmd(&["frobnicate"]).run();
         assert!(String::from_utf8_lossy(&err.stderr).contains("unknown command"));
     }
@@ -455,29 +595,104 @@ fn typical_apptainer_job_script_lines() {
     let bin = t.dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(crate::util::rsing_bin(), bin.join("apptainer")).unwrap();
-    type Row = (&'static [(&'static str, &'static str)], &'static [&'static str], &'static str, &'static str);
+    type Row = (
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+    );
     let rows: &[Row] = &[
-        (&[("APPTAINERENV_OMP_NUM_THREADS", "4")], &[], "echo $OMP_NUM_THREADS", "4"),
-        (&[("SINGULARITYENV_OMP_NUM_THREADS", "2")], &[], "echo $OMP_NUM_THREADS", "2"),
-        (&[("APPTAINERENV_LD_LIBRARY_PATH", "/opt/lib")], &[], "echo $LD_LIBRARY_PATH", "/opt/lib"),
-        (&[("APPTAINERENV_PREPEND_PATH", "/opt/bin")], &[], "echo $PATH", "/opt/bin:/bin:/usr/bin"),
-        (&[("APPTAINERENV_APPEND_PATH", "/opt/bin")], &[], "echo $PATH", "/bin:/usr/bin:/opt/bin"),
-        (&[], &["--env", "PREPEND_PATH=/opt/bin"], "echo $PATH", "/opt/bin:/bin:/usr/bin"),
-        (&[("APPTAINER_BINDPATH", "@D:/mnt/d")], &[], "cat /mnt/d/f", "data"),
-        (&[("APPTAINER_BIND", "@D:/a,@D:/b:ro")], &[], "cat /a/f /b/f", "datadata"),
+        (
+            &[("APPTAINERENV_OMP_NUM_THREADS", "4")],
+            &[],
+            "echo $OMP_NUM_THREADS",
+            "4",
+        ),
+        (
+            &[("SINGULARITYENV_OMP_NUM_THREADS", "2")],
+            &[],
+            "echo $OMP_NUM_THREADS",
+            "2",
+        ),
+        (
+            &[("APPTAINERENV_LD_LIBRARY_PATH", "/opt/lib")],
+            &[],
+            "echo $LD_LIBRARY_PATH",
+            "/opt/lib",
+        ),
+        (
+            &[("APPTAINERENV_PREPEND_PATH", "/opt/bin")],
+            &[],
+            "echo $PATH",
+            "/opt/bin:/bin:/usr/bin",
+        ),
+        (
+            &[("APPTAINERENV_APPEND_PATH", "/opt/bin")],
+            &[],
+            "echo $PATH",
+            "/bin:/usr/bin:/opt/bin",
+        ),
+        (
+            &[],
+            &["--env", "PREPEND_PATH=/opt/bin"],
+            "echo $PATH",
+            "/opt/bin:/bin:/usr/bin",
+        ),
+        (
+            &[("APPTAINER_BINDPATH", "@D:/mnt/d")],
+            &[],
+            "cat /mnt/d/f",
+            "data",
+        ),
+        (
+            &[("APPTAINER_BIND", "@D:/a,@D:/b:ro")],
+            &[],
+            "cat /a/f /b/f",
+            "datadata",
+        ),
         (&[("SINGULARITY_BIND", "@D")], &[], "cat @D/f", "data"),
         (&[], &["-B", "@D:/a,@D:/b"], "cat /a/f /b/f", "datadata"),
-        (&[], &["--bind", "@D:/in:ro"], "touch /in/x 2>/dev/null || echo ro", "ro"),
-        (&[], &["--env", "PATH=$PATH:/extra"], "echo $PATH", "/bin:/usr/bin:/extra"),
+        (
+            &[],
+            &["--bind", "@D:/in:ro"],
+            "touch /in/x 2>/dev/null || echo ro",
+            "ro",
+        ),
+        (
+            &[],
+            &["--env", "PATH=$PATH:/extra"],
+            "echo $PATH",
+            "/bin:/usr/bin:/extra",
+        ),
         (&[], &["--env", "A=1,B=2"], "echo $A$B", "12"),
-        (&[("FOO", "host")], &["--cleanenv", "--env", "BAR=x"], "echo [$FOO$BAR]", "[x]"),
+        (
+            &[("FOO", "host")],
+            &["--cleanenv", "--env", "BAR=x"],
+            "echo [$FOO$BAR]",
+            "[x]",
+        ),
         (&[("FOO", "host")], &[], "echo $FOO", "host"),
         (&[], &["--pwd", "/etc"], "pwd", "/etc"),
         (&[], &["--containall"], "echo $$", "2"),
-        (&[("APPTAINER_CLEANENV", "1"), ("FOO", "host")], &[], "echo [$FOO]", "[]"),
-        (&[], &["-H", "@D:/home/u"], "cat ~/f; echo; echo $HOME", "data\n/home/u"),
+        (
+            &[("APPTAINER_CLEANENV", "1"), ("FOO", "host")],
+            &[],
+            "echo [$FOO]",
+            "[]",
+        ),
+        (
+            &[],
+            &["-H", "@D:/home/u"],
+            "cat ~/f; echo; echo $HOME",
+            "data\n/home/u",
+        ),
         (&[], &[], "echo $APPTAINER_NAME", "busybox.sqfs"),
-        (&[], &[], "test -n \"$SINGULARITY_CONTAINER\" && echo in", "in"),
+        (
+            &[],
+            &[],
+            "test -n \"$SINGULARITY_CONTAINER\" && echo in",
+            "in",
+        ),
     ];
     let d = data.to_str().unwrap();
     for (vars, opts, script, expected) in rows {
@@ -520,8 +735,17 @@ fn pull_arch_of_a_missing_platform_fails() {
     let out = cmd.assert_fails_naming("linux/s390x");
     assert_eq!(out.status.code(), Some(255));
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().find(|l| l.starts_with("rsing: error: ")).unwrap_or_default();
-    assert!(line.contains(&format!("only platform there is linux/{}", oci::host_arch())), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("rsing: error: "))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!(
+            "only platform there is linux/{}",
+            oci::host_arch()
+        )),
+        "{err}"
+    );
     assert!(!err.contains("fetched"), "layers were downloaded: {err}");
     assert!(!t.cwd.join("out.sif").exists());
 }

@@ -59,7 +59,8 @@ impl Cache {
         let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
         let root = if let Some(dir) = env("RSING_CACHEDIR") {
             PathBuf::from(dir)
-        } else if let Some(dir) = env("APPTAINER_CACHEDIR").or_else(|| env("SINGULARITY_CACHEDIR")) {
+        } else if let Some(dir) = env("APPTAINER_CACHEDIR").or_else(|| env("SINGULARITY_CACHEDIR"))
+        {
             PathBuf::from(dir).join("rsing")
         } else if let Some(xdg) = env("XDG_CACHE_HOME") {
             PathBuf::from(xdg).join("rsing")

@@ -8,8 +8,20 @@ use std::path::Path;
 
 /// Verbs that mean the same in rsing.
 const SAME: [&str; 14] = [
-    "exec", "run", "shell", "pull", "build", "inspect", "run-help", "test", "cache", "registry",
-    "sif", "help", "version", "completion",
+    "exec",
+    "run",
+    "shell",
+    "pull",
+    "build",
+    "inspect",
+    "run-help",
+    "test",
+    "cache",
+    "registry",
+    "sif",
+    "help",
+    "version",
+    "completion",
 ];
 
 /// What to say for Apptainer verbs rsing does not have.
@@ -96,7 +108,10 @@ mod tests {
         let debug = translate(os(&["singularity", "--debug", "run", "img"])).unwrap();
         assert_eq!(debug[1], "-vv");
         let err = translate(os(&["apptainer", "instance", "start", "x"])).unwrap_err();
-        assert!(err.contains("apptainer instance") && err.contains("rsing exec"), "{err}");
+        assert!(
+            err.contains("apptainer instance") && err.contains("rsing exec"),
+            "{err}"
+        );
         let err = translate(os(&["apptainer", "frobnicate"])).unwrap_err();
         assert!(err.contains("unknown command"), "{err}");
         let rsing = os(&["rsing", "instance"]);

@@ -79,9 +79,18 @@ pub fn run(cmd: &CacheCommand) -> anyhow::Result<i32> {
             let size: u64 = chosen.iter().map(|e| e.size).sum();
             if *dry_run {
                 for e in &chosen {
-                    println!("would remove {} {} ({})", e.kind, e.name, HumanBytes(e.size));
+                    println!(
+                        "would remove {} {} ({})",
+                        e.kind,
+                        e.name,
+                        HumanBytes(e.size)
+                    );
                 }
-                println!("would remove {} entries, {} freed", chosen.len(), HumanBytes(size));
+                println!(
+                    "would remove {} entries, {} freed",
+                    chosen.len(),
+                    HumanBytes(size)
+                );
                 return Ok(0);
             }
             let explicit = *all || days.is_some() || kind != "all";
@@ -114,7 +123,22 @@ pub fn run(cmd: &CacheCommand) -> anyhow::Result<i32> {
                     }
                 }
             }
-            println!("removed {} entries, {} freed", chosen.len(), HumanBytes(freed));
+            if older.is_none() {
+                // Everything of the chosen kinds: leftovers (lock files) go too, as before.
+                for (dir, k) in [("blobs/sha256", "blob"), ("images", "image")] {
+                    if kind == "all" || kind == k {
+                        let dir = cache.root().join(dir);
+                        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
+            }
+            println!(
+                "removed {} entries, {} freed",
+                chosen.len(),
+                HumanBytes(freed)
+            );
         }
     }
     Ok(0)
@@ -126,5 +150,8 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }

@@ -78,7 +78,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
     // As in Apptainer, --all implies --json.
     let as_json = args.json || args.all;
     if as_json && args.format == "apptainer" {
-        println!("{}", serde_json::to_string_pretty(&report.apptainer_json(&wanted))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.apptainer_json(&wanted))?
+        );
     } else if as_json {
         let mut out = Map::new();
         out.insert("image".into(), json!(opened.path.to_string_lossy()));

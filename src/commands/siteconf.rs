@@ -317,7 +317,11 @@ mod tests {
         assert!(srv.check_bind_source(Path::new("/srv/other")).is_ok());
         assert!(parse("nonsense\n", Path::new("x")).is_err());
         // Unknown keys (apptainer.conf's) warn once; a relative bind path names its line.
-        let c = parse("allow setuid = yes\nmax loop devices = 256\n", Path::new("a.conf")).unwrap();
+        let c = parse(
+            "allow setuid = yes\nmax loop devices = 256\n",
+            Path::new("a.conf"),
+        )
+        .unwrap();
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("'allow setuid' (line 1)"));
         let err = parse("\nbind path = data\n", Path::new("a.conf")).unwrap_err();

@@ -133,7 +133,9 @@ mod tests {
         );
         assert!(parse("/a:/b:xx", cwd).is_err());
         assert!(parse("/a:rel", cwd).is_err());
-        assert!(parse("/tmp:/", cwd).unwrap_err().contains("container root /"));
+        assert!(parse("/tmp:/", cwd)
+            .unwrap_err()
+            .contains("container root /"));
         assert!(parse("/tmp:/mnt/..", cwd).is_err());
         let err = parse("/a:/mnt/../../oldroot/etc", cwd).unwrap_err();
         assert!(err.contains("leaves the container root"), "{err}");

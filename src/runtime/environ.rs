@@ -121,7 +121,9 @@ impl EnvLayers {
 
     /// User variables other than PREPEND_PATH/APPEND_PATH.
     fn user_vars(&self) -> impl Iterator<Item = &(String, String)> {
-        self.user.iter().filter(|(k, _)| k != PREPEND && k != APPEND)
+        self.user
+            .iter()
+            .filter(|(k, _)| k != PREPEND && k != APPEND)
     }
 
     /// What goes before and after PATH: `PREPEND_PATH:` and `:APPEND_PATH` (the strongest of
@@ -172,7 +174,10 @@ impl EnvLayers {
             .runtime
             .iter()
             .map(|kv| (false, kv))
-            .chain(self.user_vars().map(|kv| (self.eval && needs_eval(&kv.1), kv)))
+            .chain(
+                self.user_vars()
+                    .map(|kv| (self.eval && needs_eval(&kv.1), kv)),
+            )
             .collect();
         for (eval, (k, v)) in user {
             if valid_name(k) {
@@ -194,7 +199,10 @@ impl EnvLayers {
             script.push_str(
                 "export PATH=\"${RSING_SET_PREPEND}${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}${RSING_SET_APPEND}\"\n",
             );
-            carried.extend(["RSING_SET_PREPEND".to_string(), "RSING_SET_APPEND".to_string()]);
+            carried.extend([
+                "RSING_SET_PREPEND".to_string(),
+                "RSING_SET_APPEND".to_string(),
+            ]);
         }
         for (k, v) in self.host_passed().chain(self.cleanenv_defaults().iter()) {
             if valid_name(k) {
@@ -365,7 +373,10 @@ mod tests {
             ..Default::default()
         };
         let env = layers.compose();
-        assert_eq!(get(&env, "PATH"), Some(format!("/pre:{DEFAULT_PATH}:/post").as_str()));
+        assert_eq!(
+            get(&env, "PATH"),
+            Some(format!("/pre:{DEFAULT_PATH}:/post").as_str())
+        );
         assert_eq!(get(&env, "PREPEND_PATH"), None);
     }
 
