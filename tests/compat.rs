@@ -749,3 +749,26 @@ fn pull_arch_of_a_missing_platform_fails() {
     assert!(!err.contains("fetched"), "layers were downloaded: {err}");
     assert!(!t.cwd.join("out.sif").exists());
 }
+
+/// Destinations through the image's own symlinks are resolved inside the container root: a
+/// link that climbs with `..` stays in the container, and a bind that hides a file rsing must
+/// place there is refused with a message naming the bind.
+#[test]
+fn bind_destination_through_an_image_symlink() {
+    let t = TestEnv::new();
+    let _ = image!(BUSYBOX);
+    let root = crate::fixtures::rootfs::busybox(&t.dir);
+    std::fs::create_dir_all(root.join("mnt")).unwrap();
+    std::os::unix::fs::symlink("../../../../oldroot/etc", root.join("mnt/rel")).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("mnt/abs")).unwrap();
+    t.write("data/f", "bound");
+    let data = t.dir.join("data");
+    let bind = format!("{}:/mnt/rel", data.display());
+    let out = t.sh_with(["-B", &bind], &root, "cat /oldroot/etc/f; cat /mnt/rel/f");
+    assert_eq!(out, "boundbound");
+    let bind = format!("{}:/mnt/abs", data.display());
+    let err = t
+        .exec_with(["-B", &bind], &root, ["true"])
+        .assert_error_naming(data.to_str().unwrap());
+    assert!(err.contains("/etc/passwd"), "{err}");
+}

@@ -403,6 +403,23 @@ fn place(wanted: Vec<MountOp>, tree: &dyn Tree) -> Result<(Vec<MountOp>, Vec<Stu
             _ => true,
         };
         if nested {
+            let creates = matches!(op, MountOp::BindNew { .. });
+            if resolved.kind.is_none() && !creates {
+                if let Some((src, at)) = view.host_bind_over(&resolved.path) {
+                    let what = match &op {
+                        MountOp::Generated { name, .. } => format!("generated /etc/{name}"),
+                        MountOp::Bind { src, .. } => format!("bind of {}", src.display()),
+                        _ => "mount".to_string(),
+                    };
+                    return Err(Error::Image(format!(
+                        "cannot place the {what} at {dst}: {} lies inside the bind of {} at {}, \
+                         which has no such file or directory",
+                        String::from_utf8_lossy(&resolved.path),
+                        src.display(),
+                        String::from_utf8_lossy(at)
+                    )));
+                }
+            }
             set_dst(&mut op, resolved.path);
         } else {
             let found = resolved;

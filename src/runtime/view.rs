@@ -65,6 +65,23 @@ impl MountView<'_> {
     }
 }
 
+impl MountView<'_> {
+    /// The host bind (source, destination) whose mount `path` lies on, if any.
+    pub fn host_bind_over(&self, path: &[u8]) -> Option<(&Path, &[u8])> {
+        let op = self
+            .ops
+            .iter()
+            .rev()
+            .find(|op| below(path, op.dst()).is_some())?;
+        match op {
+            MountOp::Bind { src, dst, .. } | MountOp::BindNew { src, dst, .. } => {
+                Some((src.as_path(), dst.as_slice()))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Tree for MountView<'_> {
     fn lstat(&self, path: &[u8]) -> io::Result<Option<NodeKind>> {
         match self.place(path) {
