@@ -772,3 +772,59 @@ fn bind_destination_through_an_image_symlink() {
         .assert_error_naming(data.to_str().unwrap());
     assert!(err.contains("/etc/passwd"), "{err}");
 }
+
+/// On a terminal, `cache clean` asks first: "n" removes nothing, "y" removes everything.
+#[test]
+fn cache_clean_asks_on_a_terminal() {
+    let t = TestEnv::new();
+    if !crate::util::have_tools(&["script"]) {
+        return;
+    }
+    let cache = t.dir.join("cache");
+    let image = cache.join("images/k.sif");
+    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+    std::fs::write(&image, "x").unwrap();
+    let clean = |answer: &str| {
+        t.rsing()
+            .env("RSING_CACHEDIR", &cache)
+            .args(["cache", "clean"])
+            .on_tty()
+            .stdin(answer)
+            .stdout_str()
+    };
+    let out = clean("n\n");
+    assert!(
+        out.contains("Remove 1 entries") && out.contains("nothing removed"),
+        "{out}"
+    );
+    assert!(image.exists());
+    let out = clean("y\n");
+    assert!(out.contains("removed 1 entries"), "{out}");
+    assert!(!image.exists());
+}
+
+/// APPTAINER_CACHEDIR (and SINGULARITY_CACHEDIR) place rsing's cache in `<dir>/rsing`;
+/// RSING_CACHEDIR wins.
+#[test]
+fn apptainer_cachedir_is_used() {
+    let t = TestEnv::new();
+    let dir = t.dir.join("acache");
+    for var in ["APPTAINER_CACHEDIR", "SINGULARITY_CACHEDIR"] {
+        let out = t
+            .rsing()
+            .env(var, &dir)
+            .args(["cache", "list"])
+            .stdout_str();
+        assert!(
+            out.ends_with(&format!("in {}/rsing", dir.display())),
+            "{var}: {out}"
+        );
+    }
+    let own = t.dir.join("own");
+    let cmd = t
+        .rsing()
+        .env("APPTAINER_CACHEDIR", &dir)
+        .env("RSING_CACHEDIR", &own);
+    let out = cmd.args(["cache", "list"]).stdout_str();
+    assert!(out.ends_with(&format!("in {}", own.display())), "{out}");
+}
