@@ -30,7 +30,8 @@ struct Cli<C: Subcommand> {
     /// Only errors
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Site configuration file (default /etc/rsing/rsing.conf)
+    /// Your configuration file, read on top of the system's /etc/rsing/rsing.conf (it may only
+    /// add preferences; the system file's restrictions always apply)
     #[arg(long, global = true, env = "RSING_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
