@@ -347,6 +347,11 @@ fn image_paths_are_canonical() {
         json.contains(&format!("\"image\": \"{}\"", img.display())),
         "{json}"
     );
+    // Through a symlink: the container is the target, the name the one the user gave.
+    let link = t.dir.join("link.sqfs");
+    std::os::unix::fs::symlink(&img, &link).unwrap();
+    let cmd = t.exec(&link, ["sh", "-c", "echo $RSING_CONTAINER $RSING_NAME"]);
+    assert_eq!(cmd.stdout_str(), format!("{} link.sqfs", img.display()));
 }
 
 /// `cache clean`: --dry-run lists and removes nothing; without a terminal and without a flag

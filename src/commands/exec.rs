@@ -100,7 +100,13 @@ pub fn run(
         // Canonical, so that RSING_CONTAINER and the image server's key name the file once.
         None => std::fs::canonicalize(image_arg).unwrap_or_else(|_| PathBuf::from(image_arg)),
     };
-    let opened = image::open(&image_path)?;
+    let mut opened = image::open(&image_path)?;
+    // The name the user gave (a symlink's, not its target's): RSING_NAME and the prompt.
+    if !image_arg.starts_with("docker://") {
+        if let Some(given) = Path::new(image_arg).file_name() {
+            opened.name = given.to_string_lossy().into_owned();
+        }
+    }
     let mut options = options(args, &site, &host)?;
     let gpu = if args.nv || !args.device.is_empty() {
         let gpu =
