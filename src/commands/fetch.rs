@@ -138,6 +138,28 @@ pub fn resolve_local(source: &str, args: &ConvertArgs) -> anyhow::Result<Resolve
     Ok(crate::oci::resolve_local(source, &args.platform()?)?)
 }
 
+/// With `--arch`, refuses an image built for another architecture: a registry may answer a
+/// single-platform manifest (no index to choose from), and writing an image that cannot run
+/// where it was asked for, with exit 0, hides the mistake until a job fails on the target node.
+fn check_architecture(
+    source: &str,
+    config: &oci_spec::image::ImageConfiguration,
+    args: &ConvertArgs,
+) -> anyhow::Result<()> {
+    let Some(asked) = &args.arch else {
+        return Ok(());
+    };
+    let wanted = args.platform()?;
+    let arch = config.architecture().to_string();
+    if arch != wanted.architecture {
+        bail!(
+            "{source}: no image for {wanted} (--arch {asked}): the only platform there is {}/{arch}",
+            config.os()
+        );
+    }
+    Ok(())
+}
+
 /// Converts `image` into `out`, with bars per layer.
 pub fn convert_into(
     image: &ResolvedImage,
@@ -146,6 +168,7 @@ pub fn convert_into(
     progress: &Arc<Progress>,
     deffile: &[u8],
 ) -> anyhow::Result<convert::ImageSummary> {
+    check_architecture(&image.source, &image.config, args)?;
     let options = args.options(deffile.to_vec())?;
     let sizes = image.layers.iter().map(|l| l.size).collect();
     let observer = Arc::new(ConvertProgress::start(Arc::clone(progress), sizes));
@@ -176,6 +199,8 @@ pub fn cached_image(
     })?
     .with_config_store(blob_dir.clone());
     let remote = client.resolve(&reference)?;
+    // Before any layer is downloaded.
+    check_architecture(&format!("docker://{reference}"), &remote.config, args)?;
     let key = image_key(&remote.manifest_digest, &platform, &options);
     let path = cache
         .image_path(&key)

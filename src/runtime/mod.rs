@@ -24,6 +24,7 @@ pub mod plan;
 mod process;
 pub mod share;
 mod userns;
+mod view;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,9 @@ pub struct Container {
     pub launch: environ::Launch,
     pub pid_ns: bool,
     pub writable_tmpfs: bool,
+    /// Size limit of the `--writable-tmpfs` tmpfs in MiB (site `sessiondir max size`): without
+    /// one, a container could fill the node's memory.
+    pub tmpfs_size_mib: u64,
     /// `--pwd` was given: failing to enter it is an error, not a warning.
     pub cwd_required: bool,
 }
@@ -207,6 +211,10 @@ fn prepare_base(c: &Container) -> Result<(), Error> {
     {
         std::fs::create_dir(format!("{BASE}/{dir}"))
             .map_err(|e| setup(&format!("cannot create {BASE}/{dir}"), &e))?;
+        if *dir == "rw" {
+            mounts::tmpfs_sized(Path::new(&format!("{BASE}/rw")), 0o755, c.tmpfs_size_mib)
+                .map_err(|e| setup("the --writable-tmpfs tmpfs", &e))?;
+        }
     }
     for (name, content) in &c.plan.files {
         std::fs::write(format!("{BASE}/files/{name}"), content)
