@@ -100,7 +100,7 @@ pub fn run(
     let (root, tree) = root_and_tree(&opened, &site, &host, &options)?;
     let tree = tree.tree();
     tracing::debug!(us = started.elapsed().as_micros() as u64, "image opened");
-    let plan = plan::build(&options, &host, tree)?;
+    let plan = plan::build(&options, &host, tree).map_err(|e| explain(&opened, e))?;
     let mut env = env_layers(args, &options, &host, &opened, tree, &plan, &action)?;
     env.runtime.extend(gpu.env.iter().cloned());
     if !gpu.libs.is_empty() {
@@ -448,4 +448,33 @@ fn command_line(
             None => vec!["/bin/sh".into()],
         },
     })
+}
+
+/// A planning error with the image named, and for a SquashFS image whose tables fail to read
+/// the reader's own account of what is wrong: through the tree a corrupt table is only EIO
+/// ("cannot resolve /etc/passwd in the image: Input/output error"). Only runs on failure.
+fn explain(opened: &OpenedImage, e: crate::runtime::Error) -> anyhow::Error {
+    let path = opened.path.display();
+    if let (Root::Squashfs { file, offset }, crate::runtime::Error::Image(_)) = (&opened.root, &e) {
+        let diagnosis = file
+            .try_clone()
+            .ok()
+            .and_then(|f| match Archive::open(f, *offset) {
+                Err(se) => Some(se.to_string()),
+                Ok(archive) => archive.root().err().map(|se| se.to_string()).or_else(|| {
+                    ["/etc/passwd", "/etc/group", "/etc", "/"]
+                        .iter()
+                        .find_map(|p| archive.resolve(p.as_bytes()).err())
+                        .map(|se| se.to_string())
+                }),
+            });
+        if let Some(why) = diagnosis {
+            // The reader's errors say "corrupt SquashFS: …" themselves.
+            return anyhow::anyhow!("image {path}: {why}");
+        }
+    }
+    match e {
+        crate::runtime::Error::Image(_) => anyhow::Error::new(e).context(format!("image {path}")),
+        e => anyhow::Error::new(e),
+    }
 }
