@@ -76,11 +76,16 @@ pub fn run(
     let started = std::time::Instant::now();
     let site = siteconf::load(global.config.as_deref())?;
     let host = HostFacts::gather().context("cannot read the calling process's state")?;
-    let image_path = match image_arg.strip_prefix("docker://") {
-        Some(reference) => pulled(global, reference)?,
-        None => PathBuf::from(image_arg),
+    // A pulled image's cache lock is held until the image is open (`cache clean` waits).
+    let (image_path, in_use) = match image_arg.strip_prefix("docker://") {
+        Some(reference) => {
+            let (path, in_use) = pulled(global, reference)?;
+            (path, Some(in_use))
+        }
+        None => (PathBuf::from(image_arg), None),
     };
     let opened = image::open(&image_path)?;
+    drop(in_use);
     let mut options = options(args, &site, &host)?;
     let gpu = if args.nv || !args.device.is_empty() {
         let gpu =
@@ -128,7 +133,7 @@ pub fn run(
 
 /// The cached SIF of `docker://REFERENCE`, pulled and converted first when missing (progress
 /// on stderr, so the command's own output stays clean).
-fn pulled(global: &Global, reference: &str) -> anyhow::Result<PathBuf> {
+fn pulled(global: &Global, reference: &str) -> anyhow::Result<(PathBuf, crate::cache::UseLock)> {
     use super::progress::{Mode, Progress};
     let progress = std::sync::Arc::new(Progress::new(Mode::detect(global.quiet)));
     let args = super::fetch::ConvertArgs {
@@ -136,9 +141,9 @@ fn pulled(global: &Global, reference: &str) -> anyhow::Result<PathBuf> {
         compress: "zstd".into(),
         insecure: false,
     };
-    let path = super::fetch::cached_image(reference, &args, &progress)?;
+    let pulled = super::fetch::cached_image(reference, &args, &progress)?;
     progress.clear();
-    Ok(path)
+    Ok(pulled)
 }
 
 /// Where to find the image's shared server, unless sharing is off (site config
