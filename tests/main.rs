@@ -25,11 +25,14 @@ mod contain; // --contain, --containall, --writable-tmpfs
 mod env; // environment composition and precedence
 mod errors; // bad input: exit 255 and one `rsing: error:` line naming the thing
 mod exec; // CLI basics, exit status, stdio, run, shell
+mod faults; // issue 15: SIGKILL at kill points, full disk, concurrency, a killed server
 mod gpu; // --nv, --device (CDI), rsing gpu: against the stub driver or a real one
+mod hostile; // issue 15: hostile and broken inputs, escaped one-line errors, no hangs
 mod identity; // ids, passwd/group, no_new_privs, --fakeroot
 mod images; // each image format runs the same commands
 mod inspect; // rsing inspect and rsing sif list/dump
 mod modules; // environment modules: rsing's modulefiles, rsing module create, Lmod and Tcl
+mod privileges; // issue 15: setuid, capabilities, --fakeroot, read-only image, /proc and /dev
 mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, errors
 mod share; // the shared image server
 mod signals; // signal forwarding, 128+N, nothing left behind

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::exec::{self, Action, RuntimeArgs};
-use crate::commands::Global;
+use crate::commands::{term, Global};
 use crate::runtime;
 
 mod apptainer;
@@ -176,6 +176,7 @@ pub fn main() -> u8 {
                 .collect();
             let first = first.join(" ");
             let first = first.strip_prefix("error: ").unwrap_or(&first);
+            let first = term::one_line(first);
             eprintln!("rsing: error: {first} (see 'rsing --help')");
             return 2;
         }
@@ -242,8 +243,8 @@ pub fn main() -> u8 {
     }
 }
 
-/// The error and its causes on one line, each cause once: library errors often already name
-/// their source in their own message.
+/// The error and its causes on one line, each cause once (library errors often already name
+/// their source in their own message), escaped for the terminal by [`term::one_line`].
 fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
@@ -256,7 +257,9 @@ fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line.replace('\n', " ")
+    // The edge where every error is printed: bytes from images and registries in it (tar
+    // names, a layer's first bytes, a server's message) cannot reach the terminal raw.
+    term::one_line(&line.replace('\n', " "))
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -271,7 +274,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => LevelFilter::TRACE,
     };
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| term::SafeStderr)
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_target(false);
     // RSING_LOG takes full EnvFilter directives. Without it, a plain target filter: parsing an

@@ -95,12 +95,20 @@ pub fn run(
         super::gpu::warn(global, &note);
     }
     let args = &args;
-    let image_path = match image_arg.strip_prefix("docker://") {
-        Some(reference) => pulled(global, reference)?,
+    // A pulled image's cache lock is held until the image is open (`cache clean` waits).
+    let (image_path, in_use) = match image_arg.strip_prefix("docker://") {
+        Some(reference) => {
+            let (path, in_use) = pulled(global, reference)?;
+            (path, Some(in_use))
+        }
         // Canonical, so that RSING_CONTAINER and the image server's key name the file once.
-        None => std::fs::canonicalize(image_arg).unwrap_or_else(|_| PathBuf::from(image_arg)),
+        None => (
+            std::fs::canonicalize(image_arg).unwrap_or_else(|_| PathBuf::from(image_arg)),
+            None,
+        ),
     };
     let mut opened = image::open(&image_path)?;
+    drop(in_use);
     // The name the user gave (a symlink's, not its target's): RSING_NAME and the prompt.
     if !image_arg.starts_with("docker://") {
         if let Some(given) = Path::new(image_arg).file_name() {
@@ -134,7 +142,7 @@ pub fn run(
         println!("No test script found in container, exiting");
         return Ok(0);
     }
-    let plan = plan::build(&options, &host, tree)?;
+    let plan = plan::build(&options, &host, tree).map_err(|e| explain(&opened, e))?;
     let mut env = env_layers(args, &options, &host, &opened, tree, &plan, &action)?;
     env.runtime.extend(gpu.env.iter().cloned());
     if !gpu.libs.is_empty() {
@@ -163,7 +171,7 @@ pub fn run(
 
 /// The cached SIF of `docker://REFERENCE`, pulled and converted first when missing (progress
 /// on stderr, so the command's own output stays clean).
-fn pulled(global: &Global, reference: &str) -> anyhow::Result<PathBuf> {
+fn pulled(global: &Global, reference: &str) -> anyhow::Result<(PathBuf, crate::cache::UseLock)> {
     use super::progress::{Mode, Progress};
     let progress = std::sync::Arc::new(Progress::new(Mode::detect(global.quiet)));
     let args = super::fetch::ConvertArgs {
@@ -172,9 +180,9 @@ fn pulled(global: &Global, reference: &str) -> anyhow::Result<PathBuf> {
         block_size: 128 * 1024,
         insecure: false,
     };
-    let path = super::fetch::cached_image(reference, &args, &progress)?;
+    let pulled = super::fetch::cached_image(reference, &args, &progress)?;
     progress.clear();
-    Ok(path)
+    Ok(pulled)
 }
 
 /// Where to find the image's shared server, unless sharing is off (site config
@@ -495,4 +503,33 @@ fn command_line(
             None => vec!["/bin/sh".into()],
         },
     })
+}
+
+/// A planning error with the image named, and for a SquashFS image whose tables fail to read
+/// the reader's own account of what is wrong: through the tree a corrupt table is only EIO
+/// ("cannot resolve /etc/passwd in the image: Input/output error"). Only runs on failure.
+fn explain(opened: &OpenedImage, e: crate::runtime::Error) -> anyhow::Error {
+    let path = opened.path.display();
+    if let (Root::Squashfs { file, offset }, crate::runtime::Error::Image(_)) = (&opened.root, &e) {
+        let diagnosis = file
+            .try_clone()
+            .ok()
+            .and_then(|f| match Archive::open(f, *offset) {
+                Err(se) => Some(se.to_string()),
+                Ok(archive) => archive.root().err().map(|se| se.to_string()).or_else(|| {
+                    ["/etc/passwd", "/etc/group", "/etc", "/"]
+                        .iter()
+                        .find_map(|p| archive.resolve(p.as_bytes()).err())
+                        .map(|se| se.to_string())
+                }),
+            });
+        if let Some(why) = diagnosis {
+            // The reader's errors say "corrupt SquashFS: …" themselves.
+            return anyhow::anyhow!("image {path}: {why}");
+        }
+    }
+    match e {
+        crate::runtime::Error::Image(_) => anyhow::Error::new(e).context(format!("image {path}")),
+        e => anyhow::Error::new(e),
+    }
 }

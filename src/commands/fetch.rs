@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use super::progress::{ConvertProgress, Progress};
-use crate::cache::{AtomicFile, Cache};
+use crate::cache::{AtomicFile, Cache, UseLock};
 use crate::convert::{self, ConvertOptions};
 use crate::oci::{Digest, Platform, ResolvedImage};
 use crate::registry::{self, Reference, Registry};
@@ -184,11 +184,15 @@ pub fn cached_image(
     reference: &str,
     args: &ConvertArgs,
     progress: &Arc<Progress>,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, UseLock)> {
     let reference = Reference::parse(reference)?;
     let platform = args.platform()?;
     let options = args.options(deffile_for(&format!("docker://{reference}")))?;
     let cache = Cache::locate().context("cache")?;
+    // Held until the caller has opened the image: `cache clean` waits for it.
+    let in_use = cache
+        .in_use()
+        .with_context(|| format!("cache {}", cache.root().display()))?;
     let blob_dir = cache
         .blob_dir()
         .with_context(|| format!("cache {}", cache.root().display()))?;
@@ -207,11 +211,11 @@ pub fn cached_image(
         .with_context(|| format!("cache {}", cache.root().display()))?;
     if path.exists() {
         tracing::info!("using cached image {}", path.display());
-        return Ok(path);
+        return Ok((path, in_use));
     }
     let _lock = cache.lock(&key)?;
     if path.exists() {
-        return Ok(path); // converted by a concurrent rsing while we waited
+        return Ok((path, in_use)); // converted by a concurrent rsing while we waited
     }
     let files = client.fetch_blobs(&reference, &remote, &blob_dir, progress.as_ref())?;
     let image = remote.into_resolved(format!("docker://{reference}"), files);
@@ -220,7 +224,7 @@ pub fn cached_image(
     convert_into(&image, out.file(), args, progress, &options.deffile)?;
     out.commit()
         .with_context(|| format!("cache {}", path.display()))?;
-    Ok(path)
+    Ok((path, in_use))
 }
 
 /// Registries spoken to over plain HTTP: `--insecure` names this one; RSING_INSECURE_REGISTRIES

@@ -15,6 +15,7 @@ pub mod registry;
 pub mod serve;
 pub mod sif;
 pub mod siteconf;
+pub mod term;
 
 /// Options every command shares.
 #[derive(Debug, Clone, Default)]

@@ -306,6 +306,16 @@ impl Running {
         nix::sys::signal::kill(pid, signal).expect("sending a signal to rsing");
     }
 
+    /// SIGKILL to rsing's whole process group, as a scheduler kills a job.
+    pub fn kill_group(&self) {
+        kill_group(self.child.id());
+    }
+
+    /// Waits for rsing to end, however it ends; returns all output.
+    pub fn wait(mut self) -> Output {
+        self.finish_output()
+    }
+
     /// Waits for rsing to exit and panics unless its status is `code`; returns all output.
     pub fn assert_exit(mut self, code: i32) -> Output {
         let out = self.finish_output();
