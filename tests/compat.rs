@@ -266,7 +266,10 @@ fn env_values_are_evaluated_and_split_like_apptainer() {
     let t = TestEnv::new();
     let img = image!(BUSYBOX);
     let out = t.sh_with(["--env", "PATH=$PATH:/extra"], &img, "echo \"$PATH\"");
-    assert_eq!(out, "/bin:/usr/bin:/extra");
+    assert_eq!(
+        out,
+        "/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/extra"
+    );
     let out = t.sh_with(
         ["--env", "A=1,B=2", "--env", "L=x,y"],
         &img,
@@ -405,7 +408,10 @@ fn apptainer_variables_are_understood() {
         .env("APPTAINERENV_PREPEND_PATH", "/pre")
         .env("SINGULARITYENV_APPEND_PATH", "/post")
         .stdout_str();
-    assert_eq!(out, "/pre:/bin:/usr/bin:/post");
+    assert_eq!(
+        out,
+        "/pre:/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/post"
+    );
     let a = format!("{}:/data", t.dir.join("a").display());
     let r = format!("{}:/data", t.dir.join("r").display());
     assert_eq!(
@@ -629,19 +635,19 @@ fn typical_apptainer_job_script_lines() {
             &[("APPTAINERENV_PREPEND_PATH", "/opt/bin")],
             &[],
             "echo $PATH",
-            "/opt/bin:/bin:/usr/bin",
+            "/opt/bin:/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin",
         ),
         (
             &[("APPTAINERENV_APPEND_PATH", "/opt/bin")],
             &[],
             "echo $PATH",
-            "/bin:/usr/bin:/opt/bin",
+            "/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/opt/bin",
         ),
         (
             &[],
             &["--env", "PREPEND_PATH=/opt/bin"],
             "echo $PATH",
-            "/opt/bin:/bin:/usr/bin",
+            "/opt/bin:/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin",
         ),
         (
             &[("APPTAINER_BINDPATH", "@D:/mnt/d")],
@@ -667,7 +673,7 @@ fn typical_apptainer_job_script_lines() {
             &[],
             &["--env", "PATH=$PATH:/extra"],
             "echo $PATH",
-            "/bin:/usr/bin:/extra",
+            "/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/extra",
         ),
         (&[], &["--env", "A=1,B=2"], "echo $A$B", "12"),
         (

@@ -49,7 +49,7 @@ fn image_environment_applies() {
     let out = t.sh(&img, &show(&["IMGVAR", "ENV90", "PATH"]));
     assert_eq!(
         out,
-        "IMGVAR=[from-image]\nENV90=[ninety]\nPATH=[/bin:/usr/bin]"
+        "IMGVAR=[from-image]\nENV90=[ninety]\nPATH=[/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin]"
     );
 }
 
@@ -123,7 +123,10 @@ fn host_search_paths_do_not_leak() {
         .env("LD_LIBRARY_PATH", "/host/lib");
     let out = cmd.stdout_str();
     assert!(!out.contains("/host/"), "host search paths leaked:\n{out}");
-    assert!(out.contains("PATH=[/bin:/usr/bin]"), "{out}");
+    assert!(
+        out.contains("PATH=[/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin]"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -199,7 +202,9 @@ fn oci_env_of_a_converted_image_wins_over_the_host() {
         }
         cmd.stdout_str()
     };
-    let image_path = "PATH=[/opt/img/bin:/usr/bin:/bin";
+    // Apptainer's `fixpath` appends the default directories the image's PATH lacks.
+    let image_path =
+        "PATH=[/opt/img/bin:/usr/bin:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin]";
     let out = run(&[], &[]);
     assert!(
         out.starts_with(&format!(

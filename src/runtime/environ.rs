@@ -103,8 +103,12 @@ impl EnvLayers {
                 set(&mut env, k, v);
             }
         }
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            set(&mut env, "PATH", DEFAULT_PATH);
+        match self.image.iter().rev().find(|(k, _)| k == "PATH") {
+            // Apptainer sources the OCI `Env` (10-docker2singularity.sh) and then appends the
+            // default directories the image's PATH lacks.
+            Some((_, path)) => set(&mut env, "PATH", &with_default_dirs(path)),
+            None if !env.iter().any(|(k, _)| k == "PATH") => set(&mut env, "PATH", DEFAULT_PATH),
+            None => {}
         }
         for (k, v) in self.runtime.iter().chain(self.user_vars()) {
             set(&mut env, k, v);
@@ -168,6 +172,9 @@ impl EnvLayers {
         let mut script = String::new();
         for path in &self.image_scripts {
             script.push_str(&format!(". {}\n", quote(path)));
+            if is_oci_env_script(path) {
+                script.push_str(&fix_path_snippet());
+            }
         }
         let mut carried = Vec::new();
         let user: Vec<(bool, &(String, String))> = self
@@ -235,6 +242,36 @@ impl EnvLayers {
         full.extend(argv);
         Launch { argv: full, env }
     }
+}
+
+/// The scripts that hold an image's OCI `Env` (rsing's and Apptainer's name, and Singularity
+/// 2's): after them Apptainer appends the default directories that PATH lacks (its `fixpath`).
+fn is_oci_env_script(path: &str) -> bool {
+    path.ends_with("/10-docker2singularity.sh") || path.ends_with("/10-docker.sh")
+}
+
+/// `path` followed by the directories of [`DEFAULT_PATH`] it does not name, as Apptainer's
+/// `fixpath` does after sourcing an image's OCI `Env`.
+pub fn with_default_dirs(path: &str) -> String {
+    let mut dirs: Vec<&str> = if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split(':').collect()
+    };
+    for d in DEFAULT_PATH.split(':') {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    dirs.join(":")
+}
+
+/// [`with_default_dirs`] in sh, run in the launch script after an OCI env script.
+fn fix_path_snippet() -> String {
+    format!(
+        "for __rsing_d in {}; do case \":$PATH:\" in *\":$__rsing_d:\"*) ;; *) PATH=\"${{PATH:+$PATH:}}$__rsing_d\" ;; esac; done; unset __rsing_d; export PATH\n",
+        DEFAULT_PATH.replace(':', " ")
+    )
 }
 
 fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
@@ -378,6 +415,37 @@ mod tests {
             Some(format!("/pre:{DEFAULT_PATH}:/post").as_str())
         );
         assert_eq!(get(&env, "PREPEND_PATH"), None);
+    }
+
+    #[test]
+    fn oci_path_gets_the_missing_default_dirs() {
+        assert_eq!(
+            with_default_dirs("/opt/bin:/usr/bin:/bin"),
+            "/opt/bin:/usr/bin:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin"
+        );
+        assert_eq!(with_default_dirs(""), DEFAULT_PATH);
+        assert_eq!(with_default_dirs(DEFAULT_PATH), DEFAULT_PATH);
+        let layers = EnvLayers {
+            image: pairs(&[("PATH", "/opt/bin:/bin")]),
+            ..Default::default()
+        };
+        assert_eq!(
+            get(&layers.compose(), "PATH"),
+            Some("/opt/bin:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin")
+        );
+        // The sh version gives the same answer.
+        for path in ["/opt/bin:/usr/bin:/bin", "", DEFAULT_PATH] {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("{}printf %s \"$PATH\"", fix_path_snippet()))
+                .env("PATH", path)
+                .output()
+                .expect("sh");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                with_default_dirs(path)
+            );
+        }
     }
 
     #[test]
