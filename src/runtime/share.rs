@@ -607,11 +607,15 @@ fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
 fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd, entry: &SocketEntry) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let linger = Duration::from_secs(args.linger);
+    // Until its first client (the start that launched it) has connected, the server waits at
+    // least FIRST_CLIENT_GRACE even with a linger of 0: else it would leave before that client
+    // arrives, and every container of a burst would start a server of its own.
+    let mut wait = linger.max(FIRST_CLIENT_GRACE);
     let mut clients: Vec<Client> = Vec::new();
     let mut idle_since = Instant::now();
     loop {
         let timeout = if clients.is_empty() {
-            let left = linger.saturating_sub(idle_since.elapsed());
+            let left = wait.saturating_sub(idle_since.elapsed());
             if left.is_zero() {
                 entry.remove_if_ours();
                 if !accept_pending(&listener, &userns, args.uid_inside, &mut clients) {
@@ -665,11 +669,17 @@ fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd, entry
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
+        if !clients.is_empty() {
+            wait = linger;
+        }
         if clients.is_empty() && before > 0 {
             idle_since = Instant::now();
         }
     }
 }
+
+/// How long a new server waits for its first client whatever the linger (see control_loop).
+const FIRST_CLIENT_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves the connections already queued on the listener, without waiting; whether any was.
 fn accept_pending(
