@@ -3,10 +3,12 @@
 
 pub mod build;
 pub mod cache;
+pub mod doctor;
 pub mod exec;
 mod fetch;
 pub mod gpu;
 pub mod inspect;
+pub mod manpages;
 pub mod module;
 mod pack;
 mod progress;
