@@ -200,7 +200,7 @@ fn version_names_commit_build_date_target_and_features() {
     let head = std::process::Command::new("git")
         .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
         .output();
-    if let Ok(head) = head.filter(|o| o.status.success()) {
+    if let Some(head) = head.ok().filter(|o| o.status.success()) {
         assert_eq!(commit, String::from_utf8_lossy(&head.stdout).trim(), "{text}");
     }
     let date = field("built");

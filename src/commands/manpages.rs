@@ -26,7 +26,13 @@ fn write_tree(
     // clap takes a `&'static str` name unless its "string" feature is on; this command runs
     // once and exits, so leaking a few dozen short names is simpler than the feature.
     let static_name: &'static str = Box::leak(name.to_string().into_boxed_str());
-    let page = cmd.clone().name(static_name).display_name(name.to_string());
+    // The VERSION section gets the plain version: the multi-line --version text (commit,
+    // features) would be run together into one paragraph.
+    let page = cmd
+        .clone()
+        .name(static_name)
+        .display_name(name.to_string())
+        .long_version(None::<&'static str>);
     let mut text = Vec::new();
     clap_mangen::Man::new(page)
         .section("1")
