@@ -92,7 +92,10 @@ fn doc_files() -> Vec<PathBuf> {
 #[test]
 fn matcher_handles_wildcards() {
     assert!(matches("OK   userns …", "OK   userns works"));
-    assert!(matches("rsing … 0 FAIL", "rsing 0.1.0 (abc): 9 OK, 2 WARN, 0 FAIL"));
+    assert!(matches(
+        "rsing … 0 FAIL",
+        "rsing 0.1.0 (abc): 9 OK, 2 WARN, 0 FAIL"
+    ));
     assert!(!matches("rsing … 0 FAIL", "rsing 0.1.0: 1 FAIL"));
     assert!(matches("42", "42"));
     assert!(!matches("42", "420"));

@@ -77,7 +77,10 @@ fn doctor_warns_when_the_cache_cannot_be_created() {
     let report = json(&out);
     let cache = check(&report, "cache");
     assert_eq!(cache["status"], "WARN", "{report:#}");
-    assert!(cache["message"].as_str().unwrap().contains("/proc/rsing-cache"));
+    assert!(cache["message"]
+        .as_str()
+        .unwrap()
+        .contains("/proc/rsing-cache"));
     assert!(cache["fix"].as_str().unwrap().contains("RSING_CACHEDIR"));
 }
 
@@ -129,7 +132,10 @@ fn doctor_fails_naming_dev_fuse_when_it_is_not_the_fuse_device() {
                 "{text}"
             );
             assert!(text.contains("fix: as root:"), "{text}");
-            assert!(text.contains("1 FAIL: rsing exec will not work here"), "{text}");
+            assert!(
+                text.contains("1 FAIL: rsing exec will not work here"),
+                "{text}"
+            );
         }
     }
 }
@@ -182,7 +188,11 @@ fn version_names_commit_build_date_target_and_features() {
     let t = TestEnv::new();
     let text = t.rsing().arg("--version").stdout_str();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], format!("rsing {}", env!("CARGO_PKG_VERSION")), "{text}");
+    assert_eq!(
+        lines[0],
+        format!("rsing {}", env!("CARGO_PKG_VERSION")),
+        "{text}"
+    );
     let field = |name: &str| {
         lines
             .iter()
@@ -193,15 +203,26 @@ fn version_names_commit_build_date_target_and_features() {
     };
     let commit = field("commit");
     assert!(
-        commit == "unknown" || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
         "{commit}"
     );
     // Where the checkout is readable, the commit is HEAD's (a stale build would show).
     let head = std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
         .output();
     if let Some(head) = head.ok().filter(|o| o.status.success()) {
-        assert_eq!(commit, String::from_utf8_lossy(&head.stdout).trim(), "{text}");
+        assert_eq!(
+            commit,
+            String::from_utf8_lossy(&head.stdout).trim(),
+            "{text}"
+        );
     }
     let date = field("built");
     assert!(

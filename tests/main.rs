@@ -30,8 +30,8 @@ mod gpu; // --nv, --device (CDI), rsing gpu: against the stub driver or a real o
 mod identity; // ids, passwd/group, no_new_privs, --fakeroot
 mod images; // each image format runs the same commands
 mod inspect; // rsing inspect and rsing sif list/dump
-mod packaging; // man pages, install.sh, .deb/.rpm (installed into a debootstrapped root), recipes
 mod modules; // environment modules: rsing's modulefiles, rsing module create, Lmod and Tcl
+mod packaging; // man pages, install.sh, .deb/.rpm (installed into a debootstrapped root), recipes
 mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, errors
 mod share; // the shared image server
 mod signals; // signal forwarding, 128+N, nothing left behind

@@ -44,10 +44,7 @@ fn visible_subcommands(t: &TestEnv) -> Vec<String> {
 fn man_pages_cover_every_visible_subcommand_and_render() {
     let t = TestEnv::new();
     let dir = t.dir.join("man1");
-    t.rsing()
-        .args(["man", "--dir"])
-        .arg(&dir)
-        .assert_exit(0);
+    t.rsing().args(["man", "--dir"]).arg(&dir).assert_exit(0);
     let subs = visible_subcommands(&t);
     assert!(subs.contains(&"doctor".to_string()), "{subs:?}");
     for sub in &subs {
@@ -55,8 +52,14 @@ fn man_pages_cover_every_visible_subcommand_and_render() {
         assert!(page.is_file(), "no man page {}", page.display());
     }
     assert!(dir.join("rsing.1").is_file());
-    assert!(dir.join("rsing-cache-list.1").is_file(), "nested subcommands get pages");
-    assert!(!dir.join("rsing-__serve.1").exists(), "hidden commands get none");
+    assert!(
+        dir.join("rsing-cache-list.1").is_file(),
+        "nested subcommands get pages"
+    );
+    assert!(
+        !dir.join("rsing-__serve.1").exists(),
+        "hidden commands get none"
+    );
     if !have_tools(&["man"]) {
         return;
     }
@@ -66,13 +69,22 @@ fn man_pages_cover_every_visible_subcommand_and_render() {
         .env("MANWIDTH", "100")
         .env("PAGER", "cat")));
     assert!(text.contains("rsing-exec"), "{text}");
-    assert!(text.contains("--bind"), "the page lists exec's options: {text}");
+    assert!(
+        text.contains("--bind"),
+        "the page lists exec's options: {text}"
+    );
     let top = plain(&run(Command::new("man")
         .arg("-l")
         .arg(dir.join("rsing.1"))
         .env("PAGER", "cat")));
-    assert!(top.contains("v0.1.0") && !top.contains("commit:"), "plain version: {top}");
-    assert!(top.contains("rsing-doctor(1)"), "rsing(1) lists the subcommands: {top}");
+    assert!(
+        top.contains("v0.1.0") && !top.contains("commit:"),
+        "plain version: {top}"
+    );
+    assert!(
+        top.contains("rsing-doctor(1)"),
+        "rsing(1) lists the subcommands: {top}"
+    );
 }
 
 /// man's terminal output without overstrike (bold `X\bX`, underline `_\bX`).
@@ -111,9 +123,12 @@ fn install_sh_installs_into_a_prefix_without_root() {
     ] {
         assert!(prefix.join(f).is_file(), "{f} not installed");
     }
-    let bash = std::fs::read_to_string(prefix.join("share/bash-completion/completions/rsing"))
-        .unwrap();
-    assert!(bash.contains("doctor") && bash.contains("complete -F"), "{bash}");
+    let bash =
+        std::fs::read_to_string(prefix.join("share/bash-completion/completions/rsing")).unwrap();
+    assert!(
+        bash.contains("doctor") && bash.contains("complete -F"),
+        "{bash}"
+    );
     // The modulefiles point at this prefix; the example config is valid (doctor parses it).
     let version = env!("CARGO_PKG_VERSION");
     let lua = std::fs::read_to_string(
@@ -149,7 +164,10 @@ fn install_sh_installs_into_a_prefix_without_root() {
     assert!(prefix.join("etc/rsing/rsing.conf.example").is_file());
     // The installed binary is the one given.
     let installed = run(Command::new(prefix.join("bin/rsing")).arg("--version"));
-    assert!(installed.starts_with(&format!("rsing {version}\n")), "{installed}");
+    assert!(
+        installed.starts_with(&format!("rsing {version}\n")),
+        "{installed}"
+    );
 }
 
 #[test]
@@ -233,11 +251,17 @@ fn deb_and_rpm_hold_everything_and_the_rpm_binary_runs() {
     let deb = find(&dir, "rsing_", ".deb");
     let listing = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
     for f in PACKAGED.iter().chain(&["etc/apparmor.d/rsing"]) {
-        assert!(listing.contains(&format!("./{f}\n")), "{f} not in the .deb:\n{listing}");
+        assert!(
+            listing.contains(&format!("./{f}\n")),
+            "{f} not in the .deb:\n{listing}"
+        );
     }
     let fields = run(Command::new("dpkg-deb").arg("-f").arg(&deb));
     assert!(fields.contains("Depends: libc6 (>= 2."), "{fields}");
-    let conffiles = run(Command::new("dpkg-deb").arg("-I").arg(&deb).arg("conffiles"));
+    let conffiles = run(Command::new("dpkg-deb")
+        .arg("-I")
+        .arg(&deb)
+        .arg("conffiles"));
     assert!(conffiles.contains("/etc/rsing/rsing.conf"), "{conffiles}");
     let spank_deb = find(&dir, "rsing-slurm-spank_", ".deb");
     let spank = run(Command::new("dpkg-deb").arg("-c").arg(&spank_deb));
@@ -246,7 +270,10 @@ fn deb_and_rpm_hold_everything_and_the_rpm_binary_runs() {
     let rpm = find(&dir, "rsing-0", ".rpm");
     let files = run(Command::new("rpm").arg("-qlp").arg(&rpm));
     for f in PACKAGED {
-        assert!(files.contains(&format!("/{f}\n")), "{f} not in the RPM:\n{files}");
+        assert!(
+            files.contains(&format!("/{f}\n")),
+            "{f} not in the RPM:\n{files}"
+        );
     }
     let spank_rpm = find(&dir, "rsing-slurm-spank-", ".rpm");
     let spank = run(Command::new("rpm").arg("-qlp").arg(&spank_rpm));
@@ -338,7 +365,10 @@ fn deb_installs_into_a_fresh_debian_root_and_runs_there() {
              dpkg -L rsing | grep -c man1/rsing",
         ])
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"));
-    assert!(installed.contains("Status: install ok installed"), "{installed}");
+    assert!(
+        installed.contains("Status: install ok installed"),
+        "{installed}"
+    );
     // Then that root runs as an image, and the rsing installed in it shows its version and
     // starts a container of its own (the same root) from inside.
     let out = t
@@ -357,6 +387,9 @@ fn deb_installs_into_a_fresh_debian_root_and_runs_there() {
         out.starts_with(&format!("rsing {}\n", env!("CARGO_PKG_VERSION"))),
         "{out}"
     );
-    assert!(out.lines().any(|l| l.starts_with("12.")), "bookworm's version: {out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("12.")),
+        "bookworm's version: {out}"
+    );
     assert!(out.contains("/etc/rsing/rsing.conf"), "{out}");
 }

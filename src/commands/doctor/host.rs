@@ -220,7 +220,10 @@ mod tests {
     #[test]
     fn finds_the_longest_mount_and_node_local_locks() {
         let m = mount_of(INFO, Path::new("/home/u/.cache/rsing")).unwrap();
-        assert_eq!((m.point.to_str(), m.fstype.as_str()), (Some("/home"), "nfs4"));
+        assert_eq!(
+            (m.point.to_str(), m.fstype.as_str()),
+            (Some("/home"), "nfs4")
+        );
         assert_eq!(node_local_locks(&m), None);
         let s = mount_of(INFO, Path::new("/scratch/x")).unwrap();
         assert!(node_local_locks(&s).unwrap().contains("localflock"));

@@ -153,7 +153,9 @@ pub fn fuse(o: &Outcome, fuse_path: &Path) -> Check {
     if !meta.file_type().is_char_device() || (major, minor) != (10, 229) {
         return Check::fail(
             "fuse",
-            format!("{shown} is not the FUSE device (expected character device 10:229): {describe}"),
+            format!(
+                "{shown} is not the FUSE device (expected character device 10:229): {describe}"
+            ),
             format!("as root: rm {shown} && mknod -m 0666 {shown} c 10 229 (or modprobe fuse)"),
         );
     }

@@ -87,7 +87,12 @@ impl Report {
     pub fn text(&self) -> String {
         let mut out = String::new();
         for c in &self.checks {
-            out.push_str(&format!("{:<4} {:<9} {}\n", c.status.label(), c.name, c.message));
+            out.push_str(&format!(
+                "{:<4} {:<9} {}\n",
+                c.status.label(),
+                c.name,
+                c.message
+            ));
             if let Some(fix) = &c.fix {
                 out.push_str(&format!("     {:<9} fix: {fix}\n", ""));
             }
@@ -118,11 +123,18 @@ mod tests {
     fn fail_makes_report_not_ok_and_text_shows_fix() {
         let r = Report::new(vec![
             Check::ok("a", "fine"),
-            Check::fail("fuse", "/dev/fuse is not the FUSE device", "chmod 0666 /dev/fuse"),
+            Check::fail(
+                "fuse",
+                "/dev/fuse is not the FUSE device",
+                "chmod 0666 /dev/fuse",
+            ),
         ]);
         assert!(!r.ok);
         let t = r.text();
-        assert!(t.contains("FAIL fuse      /dev/fuse is not the FUSE device\n"), "{t}");
+        assert!(
+            t.contains("FAIL fuse      /dev/fuse is not the FUSE device\n"),
+            "{t}"
+        );
         assert!(t.contains("fix: chmod 0666 /dev/fuse"), "{t}");
         assert!(t.contains("1 OK, 0 WARN, 1 FAIL"), "{t}");
         let j = serde_json::to_value(&r).unwrap();

@@ -78,10 +78,9 @@ pub fn gpu(site: &SiteConfig, host: &HostFacts) -> Vec<Check> {
                     )
                 }
             }
-            Err(gpu::Error::NoNvml(_)) | Err(gpu::Error::CacheRead { .. }) => Check::ok(
-                "gpu",
-                "no NVIDIA driver on this host (only --nv needs one)",
-            ),
+            Err(gpu::Error::NoNvml(_)) | Err(gpu::Error::CacheRead { .. }) => {
+                Check::ok("gpu", "no NVIDIA driver on this host (only --nv needs one)")
+            }
             Err(e) => Check::warn(
                 "gpu",
                 format!("NVIDIA driver found but not usable: {e}"),
