@@ -6,7 +6,7 @@
 //! step's outcome through a pipe and exits.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
@@ -132,9 +132,21 @@ fn probe(fuse_path: &Path) -> Outcome {
         }
         Ok(file) => {
             let fd = OwnedFd::from(file);
-            // Not read afterwards: the kernel queues its INIT request and the mount exists.
-            out.fuse_mount =
-                crate::fuse::mount(&fd, &base.join("f"), "rsing-doctor", uid, gid).map_err(errno);
+            // The options and flags of rsing's own FUSE mount (src/fuse/mod.rs; `commands`
+            // may not call `fuse` directly, docs/design.md). Nothing reads the device
+            // afterwards: the kernel queues its INIT request and the mount exists.
+            let data = format!(
+                "fd={},rootmode=40000,user_id={uid},group_id={gid},default_permissions",
+                fd.as_raw_fd()
+            );
+            out.fuse_mount = mount(
+                Some("rsing-doctor"),
+                &base.join("f"),
+                Some("fuse.rsing"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
+                Some(data.as_str()),
+            )
+            .map_err(errno);
         }
     }
     out.overlay_ro = mount(
