@@ -21,7 +21,15 @@ fn main() {
     let target = |key: &str| std::env::var(key).unwrap_or_default();
     // Only where the unwinder is libgcc's (Linux with glibc); musl and LLVM toolchains bring
     // their own.
-    if target("CARGO_CFG_TARGET_OS") == "linux" && target("CARGO_CFG_TARGET_ENV") == "gnu" {
+    // `RSING_UNWINDER=gcc_s` keeps libgcc_s.so instead: GCC 12's libgcc_eh.a imports
+    // `_dl_find_object@GLIBC_2.35`, which raises the glibc the binary needs from 2.34 to 2.35
+    // and so excludes RHEL/Rocky 9 (glibc 2.34); see docs/admin-guide.md.
+    println!("cargo:rerun-if-env-changed=RSING_UNWINDER");
+    let static_unwinder = std::env::var("RSING_UNWINDER").as_deref() != Ok("gcc_s");
+    if static_unwinder
+        && target("CARGO_CFG_TARGET_OS") == "linux"
+        && target("CARGO_CFG_TARGET_ENV") == "gnu"
+    {
         println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
     }
     version_facts();
