@@ -393,3 +393,73 @@ fn deb_installs_into_a_fresh_debian_root_and_runs_there() {
     );
     assert!(out.contains("/etc/rsing/rsing.conf"), "{out}");
 }
+
+/// The static (musl) build that run-tests makes (`RSING_STATIC_BIN`).
+fn static_bin() -> Option<PathBuf> {
+    match std::env::var_os("RSING_STATIC_BIN").map(PathBuf::from) {
+        Some(p) if p.is_file() => Some(p),
+        _ => {
+            missing(
+                "RSING_STATIC_BIN (cargo build --release --target x86_64-unknown-linux-musl, \
+                 as run-tests does)",
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn static_build_runs_in_an_older_debian_root_where_the_deb_is_refused() {
+    let Some(static_rsing) = static_bin() else {
+        return;
+    };
+    let Some(bullseye) = debian_root("bullseye") else {
+        return;
+    };
+    let t = TestEnv::new();
+    // Fully static: no interpreter, no GLIBC_ symbol versions.
+    let header = run(Command::new("objdump").arg("-p").arg(&static_rsing));
+    assert!(!header.contains("NEEDED"), "{header}");
+    let glibc = run(Command::new("sh")
+        .arg("-c")
+        .arg("ldd --version | head -1")
+        .env("PATH", "/usr/bin:/bin"));
+    // Bullseye's glibc (2.31) is older than what the dynamic build needs (2.34 or 2.35): the
+    // static binary runs there, through rsing, and starts a container from inside.
+    let out = t
+        .rsing()
+        .arg("exec")
+        .arg("-B")
+        .arg(format!("{}:/opt/rsing", static_rsing.display()))
+        .arg(&bullseye)
+        .args([
+            "/bin/sh",
+            "-c",
+            "ldd --version | head -1; /opt/rsing --version | head -1; \
+             /opt/rsing exec / cat /etc/debian_version; /opt/rsing doctor >/dev/null && echo doctor-ok",
+        ])
+        .stdout_str();
+    assert!(out.contains("2.31"), "bullseye's glibc: {out} (host: {glibc})");
+    assert!(
+        out.contains(&format!("rsing {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("11.")), "{out}");
+    assert!(out.contains("doctor-ok"), "{out}");
+    // The dynamic package declares the glibc it needs, so dpkg refuses it there instead of
+    // installing a binary that cannot start.
+    let Some(dir) = packages() else { return };
+    let root = t.dir.join("bullseye");
+    run(Command::new("cp").arg("-a").arg(&bullseye).arg(&root));
+    std::fs::copy(find(&dir, "rsing_", ".deb"), root.join("tmp/rsing.deb")).unwrap();
+    let refused = Command::new("unshare")
+        .args(["--map-root-user", "chroot"])
+        .arg(&root)
+        .args(["/bin/sh", "-c", "dpkg -i /tmp/rsing.deb 2>&1"])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{text}");
+    assert!(text.contains("depends on libc6 (>= 2.3"), "{text}");
+}
