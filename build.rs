@@ -17,8 +17,12 @@
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rustc-link-arg-bins=-no-pie");
     let target = |key: &str| std::env::var(key).unwrap_or_default();
+    // Only for glibc: the musl target links a static PIE (rcrt1.o), which crashes at start
+    // when linked with -no-pie.
+    if target("CARGO_CFG_TARGET_ENV") == "gnu" {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
     // Only where the unwinder is libgcc's (Linux with glibc); musl and LLVM toolchains bring
     // their own.
     // `RSING_UNWINDER=gcc_s` keeps libgcc_s.so instead: GCC 12's libgcc_eh.a imports

@@ -439,7 +439,10 @@ fn static_build_runs_in_an_older_debian_root_where_the_deb_is_refused() {
              /opt/rsing exec / cat /etc/debian_version; /opt/rsing doctor >/dev/null && echo doctor-ok",
         ])
         .stdout_str();
-    assert!(out.contains("2.31"), "bullseye's glibc: {out} (host: {glibc})");
+    assert!(
+        out.contains("2.31"),
+        "bullseye's glibc: {out} (host: {glibc})"
+    );
     assert!(
         out.contains(&format!("rsing {}", env!("CARGO_PKG_VERSION"))),
         "{out}"

@@ -122,8 +122,7 @@ enum Command {
 /// them (building clap's model of every command was a tenth of a container start), then, for
 /// everything else and for every error, help or version request, with the full one, whose
 /// messages are the ones users see.
-fn parse() -> Result<Cli<Command>, clap::Error> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli<Command>, clap::Error> {
     let first_word = args
         .iter()
         .skip(1)
@@ -143,7 +142,13 @@ fn parse() -> Result<Cli<Command>, clap::Error> {
 
 /// Parses the command line, runs the command, and returns the exit status.
 pub fn main() -> u8 {
-    let cli = match parse() {
+    main_with_args(std::env::args_os().collect())
+}
+
+/// [`main`] with the arguments given: where the C library does not hand argv to Rust's
+/// start-up code (musl, the static build), src/main.rs passes them from its own `main`.
+pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
+    let cli = match parse(args) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
