@@ -31,7 +31,10 @@ pub struct DoctorArgs {
 pub fn run(global: &Global, args: &DoctorArgs) -> anyhow::Result<i32> {
     // First, while this process has a single thread: the probe forks.
     let fuse = Path::new(FUSE_DEVICE);
-    let outcome = probe::run(fuse).context("cannot run the namespace probe")?;
+    // A probe killed before it reported (a seccomp filter that kills instead of failing
+    // unshare) is a finding too: every namespace check fails with that reason.
+    let outcome = probe::run(fuse)
+        .unwrap_or_else(|e| probe::Outcome::failed(&format!("the namespace probe failed: {e}")));
     let host = HostFacts::gather().context("cannot read the caller's identity")?;
     let mut checks: Vec<Check> = vec![
         kernel::userns(&outcome),

@@ -39,7 +39,12 @@ const SKIPPED: &str = "not tried: an earlier step failed";
 
 impl Outcome {
     fn skipped() -> Outcome {
-        let s = || Err(SKIPPED.to_string());
+        Outcome::failed(SKIPPED)
+    }
+
+    /// Every step failed with `why` (the probe itself could not run or report).
+    pub fn failed(why: &str) -> Outcome {
+        let s = || Err(why.to_string());
         Outcome {
             userns: s(),
             id_maps: s(),
