@@ -19,6 +19,7 @@ mod util;
 mod architecture; // the layering rule of docs/design.md, on the source
 mod binds; // bind mounts: -B, RSING_BIND, --home, --no-home, --pwd, default binds
 mod build; // rsing build: OCI layouts, archives, dirs, SquashFS → SIF; tree equals umoci's
+mod compat; // Apptainer drop-in: symlinked homes, policy, APPTAINER* names, job-script lines
 mod config; // the site config file: bind path, deny bind path, mount home/tmp
 mod contain; // --contain, --containall, --writable-tmpfs
 mod docs; // the doc check: commands in docs/*.md marked <!-- doc-check --> run as shown
@@ -36,4 +37,5 @@ mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, 
 mod share; // the shared image server
 mod signals; // signal forwarding, 128+N, nothing left behind
 mod slurm; // under a real Slurm: batch scripts, arrays, scancel, MPI (PMIx), SPANK, GRES gpu
+mod squashfs_matrix; // block sizes × compressors × writers: rsing reads what unsquashfs reads
 mod squashfs_tree; // the tree served by rsing equals what unsquashfs reads

@@ -53,11 +53,16 @@ pub struct KeyLock {
 }
 
 impl Cache {
-    /// `$RSING_CACHEDIR`, else `$XDG_CACHE_HOME/rsing`, else `$HOME/.cache/rsing`.
+    /// `$RSING_CACHEDIR`, else `$APPTAINER_CACHEDIR/rsing` (or `$SINGULARITY_CACHEDIR/rsing`:
+    /// sites point those at scratch space because of home quotas; the subdirectory keeps
+    /// Apptainer's own cache apart), else `$XDG_CACHE_HOME/rsing`, else `$HOME/.cache/rsing`.
     pub fn locate() -> io::Result<Cache> {
         let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
         let root = if let Some(dir) = env("RSING_CACHEDIR") {
             PathBuf::from(dir)
+        } else if let Some(dir) = env("APPTAINER_CACHEDIR").or_else(|| env("SINGULARITY_CACHEDIR"))
+        {
+            PathBuf::from(dir).join("rsing")
         } else if let Some(xdg) = env("XDG_CACHE_HOME") {
             PathBuf::from(xdg).join("rsing")
         } else if let Some(home) = env("HOME") {

@@ -11,6 +11,7 @@ use crate::commands::exec::{self, Action, RuntimeArgs};
 use crate::commands::Global;
 use crate::runtime;
 
+mod apptainer;
 mod version;
 
 /// Exit status for rsing's own failures (Apptainer's convention).
@@ -31,7 +32,8 @@ struct Cli<C: Subcommand> {
     /// Only errors
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Site configuration file (default /etc/rsing/rsing.conf)
+    /// Your configuration file, read on top of the system's /etc/rsing/rsing.conf (it may only
+    /// add preferences; the system file's restrictions always apply)
     #[arg(long, global = true, env = "RSING_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -58,6 +60,16 @@ enum ContainerCommand {
         /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
         image: String,
         /// Arguments for the runscript
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the image's test script (/.singularity.d/test) with arguments
+    Test {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
+        image: String,
+        /// Arguments for the test script
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -100,6 +112,12 @@ enum Command {
     Registry(crate::commands::registry::RegistryCommand),
     /// Show an image's labels, environment, runscript, definition file or OCI config
     Inspect(crate::commands::inspect::InspectArgs),
+    /// Show the help text of an image's runscript (/.singularity.d/runscript.help)
+    #[command(name = "run-help")]
+    RunHelp {
+        /// SIF file, SquashFS file or directory
+        image: String,
+    },
     /// Objects of a SIF file (list, dump)
     #[command(subcommand)]
     Sif(crate::commands::sif::SifCommand),
@@ -127,7 +145,7 @@ fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli<Command>, clap::Error> {
         .iter()
         .skip(1)
         .find(|a| !a.as_encoded_bytes().starts_with(b"-"));
-    if first_word.is_some_and(|w| w == "exec" || w == "run" || w == "shell") {
+    if first_word.is_some_and(|w| w == "exec" || w == "run" || w == "shell" || w == "test") {
         if let Ok(cli) = Cli::<ContainerCommand>::try_parse_from(&args) {
             return Ok(Cli {
                 verbose: cli.verbose,
@@ -148,6 +166,17 @@ pub fn main() -> u8 {
 /// [`main`] with the arguments given: where the C library does not hand argv to Rust's
 /// start-up code (musl, the static build), src/main.rs passes them from its own `main`.
 pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
+    let args = match apptainer::translate(args) {
+        Ok(args) => args,
+        Err(line) => {
+            eprintln!("rsing: error: {line}");
+            return 2;
+        }
+    };
+    if args.len() == 2 && args[1] == "version" {
+        println!("{}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
     let cli = match parse(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -190,6 +219,12 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
             shell,
             image,
         }) => exec::run(&global, &runtime, &image, Action::Shell(shell)),
+        Command::Container(ContainerCommand::Test {
+            runtime,
+            image,
+            args,
+        }) => exec::run(&global, &runtime, &image, Action::Test(args)),
+        Command::RunHelp { image } => crate::commands::inspect::run_help(&image),
         Command::Build(args) => crate::commands::build::build(&global, &args),
         Command::Pull(args) => crate::commands::build::pull(&global, &args),
         Command::Cache(cmd) => crate::commands::cache::run(&cmd),

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod compat;
 pub mod doctor;
 pub mod exec;
 mod fetch;

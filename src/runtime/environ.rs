@@ -43,8 +43,29 @@ pub struct EnvLayers {
     pub image_scripts: Vec<String>,
     /// Set by rsing itself: HOME, RSING_CONTAINER, RSING_NAME, PS1 for `shell`.
     pub runtime: Vec<(String, String)>,
-    /// `--env-file`, `RSINGENV_*`, `--env`, in increasing strength.
+    /// `--env-file`, `SINGULARITYENV_*`, `APPTAINERENV_*`, `RSINGENV_*`, `--env`, in
+    /// increasing strength. `PREPEND_PATH` and `APPEND_PATH` entries extend PATH instead.
     pub user: Vec<(String, String)>,
+    /// Evaluate user values once in the container's shell (`$PATH`, `${X}`, `$(cmd)`), as
+    /// Apptainer does unless `--no-eval`.
+    pub eval: bool,
+    /// The image has `/bin/sh` (needed to evaluate user values).
+    pub shell: bool,
+}
+
+/// User keys that extend PATH rather than set a variable (Apptainer's names).
+const PREPEND: &str = "PREPEND_PATH";
+const APPEND: &str = "APPEND_PATH";
+
+/// True when evaluating `value` in a shell could change it.
+fn needs_eval(value: &str) -> bool {
+    value.contains('$') || value.contains('`')
+}
+
+/// Escapes `value` for the inside of a double-quoted shell word, leaving `$` and backquotes
+/// active: what `eval "export K=\"...\""` then expands exactly once.
+fn for_eval(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// How to start the command with its environment.
@@ -85,16 +106,51 @@ impl EnvLayers {
         if !env.iter().any(|(k, _)| k == "PATH") {
             set(&mut env, "PATH", DEFAULT_PATH);
         }
-        for (k, v) in self.runtime.iter().chain(self.user.iter()) {
+        for (k, v) in self.runtime.iter().chain(self.user_vars()) {
             set(&mut env, k, v);
         }
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let (pre, post) = self.path_edits();
+        set(&mut env, "PATH", &format!("{pre}{path}{post}"));
         env
+    }
+
+    /// User variables other than PREPEND_PATH/APPEND_PATH.
+    fn user_vars(&self) -> impl Iterator<Item = &(String, String)> {
+        self.user
+            .iter()
+            .filter(|(k, _)| k != PREPEND && k != APPEND)
+    }
+
+    /// What goes before and after PATH: `PREPEND_PATH:` and `:APPEND_PATH` (the strongest of
+    /// each, as later user entries win).
+    fn path_edits(&self) -> (String, String) {
+        let last = |name: &str| {
+            self.user
+                .iter()
+                .rev()
+                .find(|(k, v)| k == name && !v.is_empty())
+                .map(|(_, v)| v.clone())
+        };
+        (
+            last(PREPEND).map(|v| format!("{v}:")).unwrap_or_default(),
+            last(APPEND).map(|v| format!(":{v}")).unwrap_or_default(),
+        )
+    }
+
+    /// True when the command must start through the image's shell to evaluate user values.
+    fn must_eval(&self) -> bool {
+        self.eval && self.shell && self.user.iter().any(|(_, v)| needs_eval(v))
     }
 
     /// How to run `argv`: directly with [`compose`](Self::compose)'s environment, or through
     /// the image's `/bin/sh` when the image has environment scripts to source.
     pub fn launch(&self, argv: Vec<String>) -> Launch {
-        if self.image_scripts.is_empty() {
+        if self.image_scripts.is_empty() && !self.must_eval() {
             return Launch {
                 argv,
                 env: self.compose(),
@@ -114,12 +170,39 @@ impl EnvLayers {
             script.push_str(&format!(". {}\n", quote(path)));
         }
         let mut carried = Vec::new();
-        for (k, v) in self.runtime.iter().chain(self.user.iter()) {
+        let user: Vec<(bool, &(String, String))> = self
+            .runtime
+            .iter()
+            .map(|kv| (false, kv))
+            .chain(
+                self.user_vars()
+                    .map(|kv| (self.eval && needs_eval(&kv.1), kv)),
+            )
+            .collect();
+        for (eval, (k, v)) in user {
             if valid_name(k) {
-                set(&mut env, &format!("{USER_PREFIX}{k}"), v);
-                script.push_str(&format!("export {k}=\"${USER_PREFIX}{k}\"\n"));
-                carried.push(format!("{USER_PREFIX}{k}"));
+                let name = format!("{USER_PREFIX}{k}");
+                if eval {
+                    set(&mut env, &name, &for_eval(v));
+                    script.push_str(&format!("eval \"export {k}=\\\"${name}\\\"\"\n"));
+                } else {
+                    set(&mut env, &name, v);
+                    script.push_str(&format!("export {k}=\"${name}\"\n"));
+                }
+                carried.push(name);
             }
+        }
+        let (pre, post) = self.path_edits();
+        if !pre.is_empty() || !post.is_empty() {
+            set(&mut env, "RSING_SET_PREPEND", &pre);
+            set(&mut env, "RSING_SET_APPEND", &post);
+            script.push_str(
+                "export PATH=\"${RSING_SET_PREPEND}${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}${RSING_SET_APPEND}\"\n",
+            );
+            carried.extend([
+                "RSING_SET_PREPEND".to_string(),
+                "RSING_SET_APPEND".to_string(),
+            ]);
         }
         for (k, v) in self.host_passed().chain(self.cleanenv_defaults().iter()) {
             if valid_name(k) {
@@ -262,6 +345,39 @@ mod tests {
         assert_eq!(launch.argv[4], "id");
         assert_eq!(get(&launch.env, "FOO"), None);
         assert_eq!(get(&launch.env, "RSING_HOST_FOO"), Some("it's"));
+    }
+
+    #[test]
+    fn user_values_are_evaluated_once_unless_no_eval() {
+        let mut layers = EnvLayers {
+            user: pairs(&[("P", "$PATH:/x \"q\""), ("L", "plain")]),
+            eval: true,
+            shell: true,
+            ..Default::default()
+        };
+        let launch = layers.launch(vec!["id".into()]);
+        assert_eq!(launch.argv[0], "/bin/sh");
+        assert!(launch.argv[2].contains("eval \"export P=\\\"$RSING_SET_P\\\"\""));
+        assert_eq!(get(&launch.env, "RSING_SET_P"), Some("$PATH:/x \\\"q\\\""));
+        assert!(launch.argv[2].contains("export L=\"$RSING_SET_L\""));
+        layers.eval = false;
+        let launch = layers.launch(vec!["id".into()]);
+        assert_eq!(launch.argv, vec!["id".to_string()]);
+        assert_eq!(get(&launch.env, "P"), Some("$PATH:/x \"q\""));
+    }
+
+    #[test]
+    fn prepend_and_append_path() {
+        let layers = EnvLayers {
+            user: pairs(&[("PREPEND_PATH", "/pre"), ("APPEND_PATH", "/post")]),
+            ..Default::default()
+        };
+        let env = layers.compose();
+        assert_eq!(
+            get(&env, "PATH"),
+            Some(format!("/pre:{DEFAULT_PATH}:/post").as_str())
+        );
+        assert_eq!(get(&env, "PREPEND_PATH"), None);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod plan;
 mod process;
 pub mod share;
 mod userns;
+mod view;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,9 @@ pub struct Container {
     pub launch: environ::Launch,
     pub pid_ns: bool,
     pub writable_tmpfs: bool,
+    /// Size limit of the `--writable-tmpfs` tmpfs in MiB (site `sessiondir max size`): without
+    /// one, a container could fill the node's memory.
+    pub tmpfs_size_mib: u64,
     /// `--pwd` was given: failing to enter it is an error, not a warning.
     pub cwd_required: bool,
 }
@@ -157,11 +161,14 @@ pub fn run(container: Container) -> Result<i32, Error> {
         process::spawn(how, &mut payload).map_err(|e| Error::Setup(format!("cannot fork: {e}")))?;
     drop(report_write);
     if let (Some(fd), RootSource::Squashfs { archive }) = (dev_fuse, &container.root) {
-        crate::fuse::serve(archive.clone(), fd, false)
+        crate::fuse::serve(archive.clone(), fd, false, &container.fsname)
             .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
     }
     let failure = process::read_report(report_read);
     let code = process::supervise(child);
+    if let Some(j) = &joined {
+        j.print_new_warnings();
+    }
     match failure {
         Some((code, message)) => Err(Error::Payload { code, message }),
         None => Ok(code),
@@ -204,6 +211,10 @@ fn prepare_base(c: &Container) -> Result<(), Error> {
     {
         std::fs::create_dir(format!("{BASE}/{dir}"))
             .map_err(|e| setup(&format!("cannot create {BASE}/{dir}"), &e))?;
+        if *dir == "rw" {
+            mounts::tmpfs_sized(Path::new(&format!("{BASE}/rw")), 0o755, c.tmpfs_size_mib)
+                .map_err(|e| setup("the --writable-tmpfs tmpfs", &e))?;
+        }
     }
     for (name, content) in &c.plan.files {
         std::fs::write(format!("{BASE}/files/{name}"), content)

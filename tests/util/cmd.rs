@@ -174,8 +174,22 @@ impl RsingCmd {
         };
         cmd.stdin(stdin).stdout(out).stderr(Stdio::piped());
         cmd.process_group(0);
-        cmd.spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()))
+        // A test that has just written an executable (a copy of rsing) can hit ETXTBSY: a
+        // child forked meanwhile by another test thread holds the write descriptor until it
+        // execs. That lasts milliseconds; retry for a while before calling it a failure.
+        let mut tries = 0;
+        loop {
+            match cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => {
+                    return other
+                        .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()))
+                }
+            }
+        }
     }
 
     fn build(&self) -> Command {
