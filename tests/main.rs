@@ -22,6 +22,8 @@ mod build; // rsing build: OCI layouts, archives, dirs, SquashFS → SIF; tree e
 mod compat; // Apptainer drop-in: symlinked homes, policy, APPTAINER* names, job-script lines
 mod config; // the site config file: bind path, deny bind path, mount home/tmp
 mod contain; // --contain, --containall, --writable-tmpfs
+mod docs; // the doc check: commands in docs/*.md marked <!-- doc-check --> run as shown
+mod doctor; // rsing doctor on this host, with /dev/fuse and user namespaces made unusable
 mod env; // environment composition and precedence
 mod errors; // bad input: exit 255 and one `rsing: error:` line naming the thing
 mod exec; // CLI basics, exit status, stdio, run, shell
@@ -32,6 +34,7 @@ mod identity; // ids, passwd/group, no_new_privs, --fakeroot
 mod images; // each image format runs the same commands
 mod inspect; // rsing inspect and rsing sif list/dump
 mod modules; // environment modules: rsing's modulefiles, rsing module create, Lmod and Tcl
+mod packaging; // man pages, install.sh, .deb/.rpm (installed into a debootstrapped root), recipes
 mod privileges; // issue 15: setuid, capabilities, --fakeroot, read-only image, /proc and /dev
 mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, errors
 mod share; // the shared image server

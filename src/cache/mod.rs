@@ -26,7 +26,8 @@ pub fn reflink(from: &File, to: &File) -> bool {
     // FICLONE = _IOW(0x94, 9, int)
     const FICLONE: libc::c_ulong = 0x4004_9409;
     // SAFETY: both descriptors are open for the duration of the call.
-    unsafe { libc::ioctl(to.as_raw_fd(), FICLONE, from.as_raw_fd()) == 0 }
+    // `as _`: the request's type is c_ulong on glibc and c_int on musl.
+    unsafe { libc::ioctl(to.as_raw_fd(), FICLONE as _, from.as_raw_fd()) == 0 }
 }
 
 /// The cache directory of this user.

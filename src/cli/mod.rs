@@ -12,6 +12,7 @@ use crate::commands::{term, Global};
 use crate::runtime;
 
 mod apptainer;
+mod version;
 
 /// Exit status for rsing's own failures (Apptainer's convention).
 const FAILURE: u8 = 255;
@@ -20,6 +21,7 @@ const FAILURE: u8 = 255;
 #[command(
     name = "rsing",
     version,
+    long_version = version::LONG,
     about = "Rootless containers for HPC: run SIF and SquashFS images as yourself",
     propagate_version = true
 )]
@@ -119,6 +121,16 @@ enum Command {
     /// Objects of a SIF file (list, dump)
     #[command(subcommand)]
     Sif(crate::commands::sif::SifCommand),
+    /// Check what this host supports for rsing and why something fails (OK/WARN/FAIL, fixes)
+    #[command(visible_alias = "info")]
+    Doctor(crate::commands::doctor::DoctorArgs),
+    /// Write the man pages (rsing.1, rsing-SUBCOMMAND.1) into a directory (for installers)
+    #[command(hide = true)]
+    Man {
+        /// Directory for the pages (created if missing)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// The shared image server (started by rsing itself)
     #[command(name = "__serve", hide = true)]
     Serve(crate::commands::serve::ServeCli),
@@ -148,7 +160,13 @@ fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli<Command>, clap::Error> {
 
 /// Parses the command line, runs the command, and returns the exit status.
 pub fn main() -> u8 {
-    let args = match apptainer::translate(std::env::args_os().collect()) {
+    main_with_args(std::env::args_os().collect())
+}
+
+/// [`main`] with the arguments given: where the C library does not hand argv to Rust's
+/// start-up code (musl, the static build), src/main.rs passes them from its own `main`.
+pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
+    let args = match apptainer::translate(args) {
         Ok(args) => args,
         Err(line) => {
             eprintln!("rsing: error: {line}");
@@ -227,6 +245,11 @@ pub fn main() -> u8 {
         Command::Inspect(args) => crate::commands::inspect::run(args),
         Command::Sif(cmd) => crate::commands::sif::run(cmd),
         Command::Serve(args) => crate::commands::serve::run(args),
+        Command::Doctor(args) => crate::commands::doctor::run(&global, &args),
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            crate::commands::manpages::write_all(Cli::<Command>::command(), &dir).map(|_| 0)
+        }
     };
     match result {
         Ok(code) => code.clamp(0, 255) as u8,

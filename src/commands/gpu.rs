@@ -167,7 +167,7 @@ fn add_driver(
     out.env.extend(selection.env);
 }
 
-fn cdi_dirs(site: &SiteConfig) -> Vec<PathBuf> {
+pub fn cdi_dirs(site: &SiteConfig) -> Vec<PathBuf> {
     cdi::DEFAULT_SPEC_DIRS
         .iter()
         .map(PathBuf::from)

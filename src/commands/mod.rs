@@ -4,10 +4,12 @@
 pub mod build;
 pub mod cache;
 pub mod compat;
+pub mod doctor;
 pub mod exec;
 mod fetch;
 pub mod gpu;
 pub mod inspect;
+pub mod manpages;
 pub mod module;
 mod pack;
 mod progress;

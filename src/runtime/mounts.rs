@@ -110,7 +110,8 @@ pub fn remount_readonly(dst: &Path) -> nix::Result<()> {
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        // ST_RELATIME (4096) by value: nix defines it for glibc only, not musl.
+        (FsFlags::from_bits_retain(4096), MsFlags::MS_RELATIME),
     ] {
         if current.contains(fs) {
             flags |= ms;
