@@ -95,6 +95,9 @@ enum Command {
     /// Registry credentials (login, logout)
     #[command(subcommand)]
     Registry(crate::commands::registry::RegistryCommand),
+    /// Persistent overlays: create an ext3 overlay image, seal a directory overlay into SquashFS
+    #[command(subcommand)]
+    Overlay(crate::commands::overlay::OverlayCommand),
     /// Show an image's labels, environment, runscript, definition file or OCI config
     Inspect(crate::commands::inspect::InspectArgs),
     /// Objects of a SIF file (list, dump)
@@ -188,6 +191,7 @@ pub fn main() -> u8 {
         }
         Command::Gpu(args) => crate::commands::gpu::run(&global, &args),
         Command::Module(cmd) => crate::commands::module::run(&global, &cmd),
+        Command::Overlay(cmd) => crate::commands::overlay::run(&cmd),
         Command::Inspect(args) => crate::commands::inspect::run(args),
         Command::Sif(cmd) => crate::commands::sif::run(cmd),
         Command::Serve(args) => crate::commands::serve::run(args),

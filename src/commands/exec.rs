@@ -38,6 +38,13 @@ pub struct RuntimeArgs {
     /// Writable tmpfs overlay over the image, discarded at exit
     #[arg(long)]
     pub writable_tmpfs: bool,
+    /// Overlay: DIR (changes kept in DIR/upper), DIR:ro, FILE.sqfs; repeatable, later on top,
+    /// the last writable one takes the writes (docs/overlays.md)
+    #[arg(short = 'o', long = "overlay", value_name = "PATH[:ro]")]
+    pub overlay: Vec<String>,
+    /// Write into the image itself: a sandbox directory you can write
+    #[arg(short = 'w', long)]
+    pub writable: bool,
     /// Do not pass the host environment (TERM and proxy variables excepted)
     #[arg(short = 'e', long)]
     pub cleanenv: bool,
@@ -97,6 +104,7 @@ pub fn run(
     } else {
         super::gpu::Injection::default()
     };
+    let (overlays, writable) = super::overlay::for_launch(args, &opened, &host)?;
     let (root, tree) = root_and_tree(&opened, &site, &host, &options)?;
     let tree = tree.tree();
     tracing::debug!(us = started.elapsed().as_micros() as u64, "image opened");
@@ -120,6 +128,8 @@ pub fn run(
         launch: env.launch(argv),
         pid_ns: options.pid_ns,
         writable_tmpfs: options.writable_tmpfs,
+        overlays,
+        writable,
         cwd_required: options.pwd.is_some(),
         plan,
     };
