@@ -139,8 +139,7 @@ pub fn start(
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
             super::process::reset_signals();
-            let root = b"/tmp/hostroot\0";
-            if libc::chroot(root.as_ptr().cast()) != 0 || libc::chdir(b"/\0".as_ptr().cast()) != 0 {
+            if libc::chroot(c"/tmp/hostroot".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             keep_capabilities()
@@ -237,6 +236,8 @@ fn keep_capabilities() -> std::io::Result<()> {
     Ok(())
 }
 
+// f_type's width varies by architecture.
+#[allow(clippy::unnecessary_cast)]
 fn fs_type(path: &Path) -> Option<i64> {
     nix::sys::statfs::statfs(path)
         .ok()
@@ -249,11 +250,9 @@ pub fn stop(helpers: &[Helper]) {
     for h in helpers.iter().rev() {
         let _ = kill(h.pid, Signal::SIGTERM);
         let started = Instant::now();
-        loop {
-            match nix::sys::wait::waitpid(h.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(nix::sys::wait::WaitStatus::StillAlive) => {}
-                Ok(_) | Err(_) => break,
-            }
+        while let Ok(nix::sys::wait::WaitStatus::StillAlive) =
+            nix::sys::wait::waitpid(h.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+        {
             if started.elapsed() > STOP_WAIT {
                 tracing::warn!("{} did not stop; killing it", h.name);
                 let _ = kill(h.pid, Signal::SIGKILL);

@@ -361,6 +361,8 @@ const NO_UPPER: [(i64, &str); 8] = [
     (0x7461_636f, "OCFS2"),
 ];
 
+// f_type's width varies by architecture.
+#[allow(clippy::unnecessary_cast)]
 fn check_upper_fs(req: &Request) -> Result<(), OverlayError> {
     let st = nix::sys::statfs::statfs(&req.path).map_err(|e| OverlayError::Io {
         given: req.given.clone(),
