@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::exec::{self, Action, RuntimeArgs};
-use crate::commands::Global;
+use crate::commands::{term, Global};
 use crate::runtime;
+
+mod apptainer;
 
 /// Exit status for rsing's own failures (Apptainer's convention).
 const FAILURE: u8 = 255;
@@ -28,7 +30,8 @@ struct Cli<C: Subcommand> {
     /// Only errors
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Site configuration file (default /etc/rsing/rsing.conf)
+    /// Your configuration file, read on top of the system's /etc/rsing/rsing.conf (it may only
+    /// add preferences; the system file's restrictions always apply)
     #[arg(long, global = true, env = "RSING_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -55,6 +58,16 @@ enum ContainerCommand {
         /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
         image: String,
         /// Arguments for the runscript
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the image's test script (/.singularity.d/test) with arguments
+    Test {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
+        image: String,
+        /// Arguments for the test script
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -100,6 +113,12 @@ enum Command {
     Overlay(crate::commands::overlay::OverlayCommand),
     /// Show an image's labels, environment, runscript, definition file or OCI config
     Inspect(crate::commands::inspect::InspectArgs),
+    /// Show the help text of an image's runscript (/.singularity.d/runscript.help)
+    #[command(name = "run-help")]
+    RunHelp {
+        /// SIF file, SquashFS file or directory
+        image: String,
+    },
     /// Objects of a SIF file (list, dump)
     #[command(subcommand)]
     Sif(crate::commands::sif::SifCommand),
@@ -112,13 +131,12 @@ enum Command {
 /// them (building clap's model of every command was a tenth of a container start), then, for
 /// everything else and for every error, help or version request, with the full one, whose
 /// messages are the ones users see.
-fn parse() -> Result<Cli<Command>, clap::Error> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli<Command>, clap::Error> {
     let first_word = args
         .iter()
         .skip(1)
         .find(|a| !a.as_encoded_bytes().starts_with(b"-"));
-    if first_word.is_some_and(|w| w == "exec" || w == "run" || w == "shell") {
+    if first_word.is_some_and(|w| w == "exec" || w == "run" || w == "shell" || w == "test") {
         if let Ok(cli) = Cli::<ContainerCommand>::try_parse_from(&args) {
             return Ok(Cli {
                 verbose: cli.verbose,
@@ -133,7 +151,18 @@ fn parse() -> Result<Cli<Command>, clap::Error> {
 
 /// Parses the command line, runs the command, and returns the exit status.
 pub fn main() -> u8 {
-    let cli = match parse() {
+    let args = match apptainer::translate(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(line) => {
+            eprintln!("rsing: error: {line}");
+            return 2;
+        }
+    };
+    if args.len() == 2 && args[1] == "version" {
+        println!("{}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let cli = match parse(args) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -150,6 +179,7 @@ pub fn main() -> u8 {
                 .collect();
             let first = first.join(" ");
             let first = first.strip_prefix("error: ").unwrap_or(&first);
+            let first = term::one_line(first);
             eprintln!("rsing: error: {first} (see 'rsing --help')");
             return 2;
         }
@@ -175,6 +205,12 @@ pub fn main() -> u8 {
             shell,
             image,
         }) => exec::run(&global, &runtime, &image, Action::Shell(shell)),
+        Command::Container(ContainerCommand::Test {
+            runtime,
+            image,
+            args,
+        }) => exec::run(&global, &runtime, &image, Action::Test(args)),
+        Command::RunHelp { image } => crate::commands::inspect::run_help(&image),
         Command::Build(args) => crate::commands::build::build(&global, &args),
         Command::Pull(args) => crate::commands::build::pull(&global, &args),
         Command::Cache(cmd) => crate::commands::cache::run(&cmd),
@@ -211,8 +247,8 @@ pub fn main() -> u8 {
     }
 }
 
-/// The error and its causes on one line, each cause once: library errors often already name
-/// their source in their own message.
+/// The error and its causes on one line, each cause once (library errors often already name
+/// their source in their own message), escaped for the terminal by [`term::one_line`].
 fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
@@ -225,7 +261,9 @@ fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line.replace('\n', " ")
+    // The edge where every error is printed: bytes from images and registries in it (tar
+    // names, a layer's first bytes, a server's message) cannot reach the terminal raw.
+    term::one_line(&line.replace('\n', " "))
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -240,7 +278,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => LevelFilter::TRACE,
     };
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| term::SafeStderr)
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_target(false);
     // RSING_LOG takes full EnvFilter directives. Without it, a plain target filter: parsing an

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod compat;
 pub mod exec;
 mod fetch;
 pub mod gpu;
@@ -15,6 +16,7 @@ pub mod registry;
 pub mod serve;
 pub mod sif;
 pub mod siteconf;
+pub mod term;
 
 /// Options every command shares.
 #[derive(Debug, Clone, Default)]

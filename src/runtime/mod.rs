@@ -26,6 +26,7 @@ pub mod plan;
 mod process;
 pub mod share;
 mod userns;
+mod view;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -80,6 +81,9 @@ pub struct Container {
     pub overlays: overlay::Overlays,
     /// `--writable` on a sandbox directory: the image is bound read-write.
     pub writable: bool,
+    /// Size limit of the `--writable-tmpfs` tmpfs in MiB (site `sessiondir max size`): without
+    /// one, a container could fill the node's memory.
+    pub tmpfs_size_mib: u64,
     /// `--pwd` was given: failing to enter it is an error, not a warning.
     pub cwd_required: bool,
 }
@@ -198,7 +202,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
         process::spawn(how, &mut payload).map_err(|e| Error::Setup(format!("cannot fork: {e}")))?;
     drop(report_write);
     if let (Some(fd), RootSource::Squashfs { archive }) = (dev_fuse, &container.root) {
-        crate::fuse::serve(archive.clone(), fd, false)
+        crate::fuse::serve(archive.clone(), fd, false, &container.fsname)
             .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
     }
     let archives: Vec<_> = container
@@ -207,7 +211,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
         .map(|(_, a)| a.clone())
         .collect();
     for ((_, fd), archive) in layer_fuse.into_iter().zip(archives) {
-        crate::fuse::serve(archive, fd, false)
+        crate::fuse::serve(archive, fd, false, &container.fsname)
             .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
     }
     drop(gate_read);
@@ -229,6 +233,9 @@ pub fn run(container: Container) -> Result<i32, Error> {
     };
     let failure = process::read_report(report_read);
     let code = process::supervise_with(child, &helpers);
+    if let Some(j) = &joined {
+        j.print_new_warnings();
+    }
     match failure {
         Some((code, message)) => Err(Error::Payload { code, message }),
         None => Ok(code),
@@ -283,6 +290,10 @@ fn prepare_base(c: &Container) -> Result<(), Error> {
     {
         std::fs::create_dir(format!("{BASE}/{dir}"))
             .map_err(|e| setup(&format!("cannot create {BASE}/{dir}"), &e))?;
+        if dir == "rw" {
+            mounts::tmpfs_sized(Path::new(&format!("{BASE}/rw")), 0o755, c.tmpfs_size_mib)
+                .map_err(|e| setup("the --writable-tmpfs tmpfs", &e))?;
+        }
     }
     for (name, content) in &c.plan.files {
         std::fs::write(format!("{BASE}/files/{name}"), content)

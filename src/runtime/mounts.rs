@@ -130,6 +130,18 @@ pub fn tmpfs(dst: &Path, mode: u32) -> StepResult {
     .map_err(|e| format!("cannot mount tmpfs on {}: {e}", display_dst(dst)))
 }
 
+/// A tmpfs of at most `mib` MiB (the `--writable-tmpfs` upper layer).
+pub fn tmpfs_sized(dst: &Path, mode: u32, mib: u64) -> StepResult {
+    mount(
+        Some("tmpfs"),
+        dst,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("mode={mode:o},size={mib}m").as_str()),
+    )
+    .map_err(|e| format!("cannot mount tmpfs on {}: {e}", display_dst(dst)))
+}
+
 /// `--contain`'s /dev: only the nodes every program expects, a private devpts and /dev/shm.
 fn minimal_dev(dev: &Path) -> StepResult {
     tmpfs(dev, 0o755)?;

@@ -228,13 +228,18 @@ fn enter_cwd(c: &Container) -> Result<(), String> {
             c.plan.cwd
         ));
     }
-    eprintln!(
-        "rsing: warning: {} is not available in the container, starting in {}",
-        c.plan.cwd, c.plan.home
-    );
-    if chdir(c.plan.home.as_str()).is_err() {
+    // Say where the command really starts: the home directory may be missing too (--contain
+    // --no-home), and then it is /.
+    let fallback = if c.plan.cwd != c.plan.home && chdir(c.plan.home.as_str()).is_ok() {
+        c.plan.home.as_str()
+    } else {
         let _ = chdir("/");
-    }
+        "/"
+    };
+    eprintln!(
+        "rsing: warning: {} is not available in the container, starting in {fallback}",
+        c.plan.cwd
+    );
     Ok(())
 }
 
