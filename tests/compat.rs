@@ -459,8 +459,8 @@ fn apptainer_variables_are_understood() {
     assert_eq!(out, "/etc");
 }
 
-/// Short flags users type: -H (--home), -f (--fakeroot), --cwd; -w is refused with a pointer
-/// to --writable-tmpfs.
+/// Short flags users type: -H (--home), -f (--fakeroot), --cwd; -w on an image file is refused
+/// with a pointer to --writable-tmpfs (tests/overlay.rs has -w on a sandbox).
 #[test]
 fn apptainer_short_flags() {
     let t = TestEnv::new();

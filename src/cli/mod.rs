@@ -110,6 +110,9 @@ enum Command {
     /// Registry credentials (login, logout)
     #[command(subcommand)]
     Registry(crate::commands::registry::RegistryCommand),
+    /// Persistent overlays: create an ext3 overlay image, seal a directory overlay into SquashFS
+    #[command(subcommand)]
+    Overlay(crate::commands::overlay::OverlayCommand),
     /// Show an image's labels, environment, runscript, definition file or OCI config
     Inspect(crate::commands::inspect::InspectArgs),
     /// Show the help text of an image's runscript (/.singularity.d/runscript.help)
@@ -242,6 +245,7 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
         }
         Command::Gpu(args) => crate::commands::gpu::run(&global, &args),
         Command::Module(cmd) => crate::commands::module::run(&global, &cmd),
+        Command::Overlay(cmd) => crate::commands::overlay::run(&cmd),
         Command::Inspect(args) => crate::commands::inspect::run(args),
         Command::Sif(cmd) => crate::commands::sif::run(cmd),
         Command::Serve(args) => crate::commands::serve::run(args),

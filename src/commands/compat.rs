@@ -74,12 +74,8 @@ pub fn apply_flag_variables(
     if args.pwd.is_none() {
         args.pwd = setting(env, &["PWD", "TARGET_PWD"]).map(|(_, v)| v);
     }
-    if args.writable {
-        bail!(
-            "--writable is not supported: rsing never modifies an image; use --writable-tmpfs \
-             (changes are discarded at exit) or build a new image"
-        );
-    }
+    // --writable: commands::overlay (a writable sandbox; an error naming --writable-tmpfs and
+    // --overlay for an image file).
     if args.nvccli {
         args.nv = true;
         notes.push("--nvccli is treated as --nv: rsing injects the driver itself".to_string());

@@ -39,6 +39,13 @@ pub struct RuntimeArgs {
     /// Writable tmpfs overlay over the image, discarded at exit
     #[arg(long)]
     pub writable_tmpfs: bool,
+    /// Overlay: DIR (changes kept in DIR/upper), DIR:ro, FILE.sqfs; repeatable, later on top,
+    /// the last writable one takes the writes (docs/overlays.md)
+    #[arg(short = 'o', long = "overlay", value_name = "PATH[:ro]")]
+    pub overlay: Vec<String>,
+    /// Write into the image itself: a sandbox directory you can write
+    #[arg(short = 'w', long)]
+    pub writable: bool,
     /// Do not pass the host environment (TERM and proxy variables excepted)
     #[arg(short = 'e', long)]
     pub cleanenv: bool,
@@ -55,10 +62,6 @@ pub struct RuntimeArgs {
     /// Do not evaluate --env/RSINGENV_* values in the container's shell (`$PATH` stays as is)
     #[arg(long)]
     pub no_eval: bool,
-    /// Apptainer's writable image: not supported (images are never modified); use
-    /// --writable-tmpfs
-    #[arg(short = 'w', long, hide = true)]
-    pub writable: bool,
     /// Apptainer's nvidia-container-cli mode: accepted as --nv
     #[arg(long, hide = true)]
     pub nvccli: bool,
@@ -134,6 +137,7 @@ pub fn run(
     } else {
         super::gpu::Injection::default()
     };
+    let (overlays, writable) = super::overlay::for_launch(args, &opened, &host)?;
     let (root, tree) = root_and_tree(&opened, &site, &host, &options)?;
     let tree = tree.tree();
     tracing::debug!(us = started.elapsed().as_micros() as u64, "image opened");
@@ -162,6 +166,8 @@ pub fn run(
         launch: env.launch(argv),
         pid_ns: options.pid_ns,
         writable_tmpfs: options.writable_tmpfs,
+        overlays,
+        writable,
         tmpfs_size_mib: site.sessiondir_max_mib,
         cwd_required: options.pwd.is_some(),
         plan,

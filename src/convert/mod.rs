@@ -7,6 +7,7 @@
 mod dir;
 mod extract;
 pub mod flatten;
+pub mod seal;
 mod sif_out;
 pub mod singularity_d;
 

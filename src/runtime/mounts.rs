@@ -189,10 +189,19 @@ fn display_dst(dst: &Path) -> String {
 
 /// Mounts an overlay of `lower` layers (first is topmost): the stub layer over the image or one
 /// of its directories, with `--writable-tmpfs` also a tmpfs upper layer. Read-only without one.
-pub fn overlay(lower: &[String], upper: Option<(&str, &str)>, target: &str) -> StepResult {
+/// `userxattr` keeps overlayfs's own marks in `user.overlay.*` (persistent overlays).
+pub fn overlay(
+    lower: &[String],
+    upper: Option<(&str, &str)>,
+    target: &str,
+    userxattr: bool,
+) -> StepResult {
     let mut data = format!("lowerdir={}", lower.join(":"));
     if let Some((up, work)) = upper {
         data.push_str(&format!(",upperdir={up},workdir={work}"));
+    }
+    if userxattr {
+        data.push_str(",userxattr");
     }
     let flags = if upper.is_some() {
         MsFlags::empty()
