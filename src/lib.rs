@@ -20,6 +20,7 @@ pub mod convert;
 pub mod fuse;
 pub mod gpu;
 pub mod image;
+pub mod lazy;
 pub mod oci;
 pub mod registry;
 pub mod runtime;

@@ -29,6 +29,7 @@ mod identity; // ids, passwd/group, no_new_privs, --fakeroot
 mod images; // each image format runs the same commands
 mod inspect; // rsing inspect and rsing sif list/dump
 mod modules; // environment modules: rsing's modulefiles, rsing module create, Lmod and Tcl
+mod oras; // rsing push/pull/exec oras:// and lazy starts (oras://, http://) against a local registry
 mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, errors
 mod share; // the shared image server
 mod signals; // signal forwarding, 128+N, nothing left behind

@@ -11,7 +11,6 @@ use crate::image::{self, OpenedImage, Root};
 use crate::runtime::environ::{self, EnvLayers};
 use crate::runtime::host::HostFacts;
 use crate::runtime::{self, binds, plan, share, Container, RootSource};
-use crate::squashfs::Archive;
 use crate::tree::{self, DirTree, NodeKind, Tree};
 
 /// Flags shared by `exec`, `run` and `shell` (Apptainer's action flags).
@@ -78,6 +77,7 @@ pub fn run(
     let host = HostFacts::gather().context("cannot read the calling process's state")?;
     let image_path = match image_arg.strip_prefix("docker://") {
         Some(reference) => pulled(global, reference)?,
+        None if super::oras::is_remote_sif(image_arg) => super::oras::for_exec(global, image_arg)?,
         None => PathBuf::from(image_arg),
     };
     let opened = image::open(&image_path)?;
@@ -123,7 +123,12 @@ pub fn run(
         cwd_required: options.pwd.is_some(),
         plan,
     };
-    Ok(runtime::run(container)?)
+    let lazy_log = crate::lazy::Log::mark(&opened.path);
+    let status = runtime::run(container)?;
+    if let Some(Err(refused)) = lazy_log.map(|log| log.report()) {
+        bail!("{refused}");
+    }
+    Ok(status)
 }
 
 /// The cached SIF of `docker://REFERENCE`, pulled and converted first when missing (progress
@@ -218,7 +223,8 @@ fn root_and_tree(
         .try_clone()
         .context("cannot duplicate the image file handle")?;
     let archive = Arc::new(
-        Archive::open(file, offset).with_context(|| format!("image {}", opened.path.display()))?,
+        crate::lazy::archive(&opened.path, file, offset)
+            .with_context(|| format!("image {}", opened.path.display()))?,
     );
     Ok((
         RootSource::Squashfs {

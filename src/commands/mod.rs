@@ -8,6 +8,7 @@ mod fetch;
 pub mod gpu;
 pub mod inspect;
 pub mod module;
+pub mod oras;
 mod pack;
 mod progress;
 pub mod registry;

@@ -277,6 +277,18 @@ pub struct ServeArgs {
     pub linger: u64,
     pub socket: PathBuf,
     pub fsname: String,
+    pub hooks: ServeHooks,
+}
+
+/// What the server does beyond serving a local file; `commands` passes `crate::lazy`'s, for
+/// images that are still downloading.
+pub struct ServeHooks {
+    /// Opens the image (before the server forks: start no threads here).
+    pub open: fn(&Path, u64) -> Result<Archive, crate::squashfs::Error>,
+    /// Called once the server has forked and serves.
+    pub serving: fn(),
+    /// Called after the last client has gone, before the server exits.
+    pub leaving: fn(),
 }
 
 /// The server process: prints `ready` (or `error: …`) on stdout, then serves until it has been
@@ -319,7 +331,9 @@ pub fn serve(args: ServeArgs) -> ! {
             if crate::fuse::serve(archive, dev_fuse, true).is_err() {
                 std::process::exit(1);
             }
+            (args.hooks.serving)();
             control_loop(&args, listener, userns, &entry);
+            (args.hooks.leaving)();
             std::process::exit(0)
         }
         Err(e) => {
@@ -361,7 +375,7 @@ impl SocketEntry {
 
 fn prepare_server(args: &ServeArgs) -> Result<Prepared, String> {
     let archive =
-        Arc::new(Archive::open_path(&args.image, args.offset).map_err(|e| e.to_string())?);
+        Arc::new((args.hooks.open)(&args.image, args.offset).map_err(|e| e.to_string())?);
     // Bind under a private name, then rename into place: a stale socket of a dead server is
     // replaced atomically, never unlinked under a live one's feet.
     let tmp = args

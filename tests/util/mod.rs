@@ -4,6 +4,7 @@
 
 mod cmd;
 pub mod gpu;
+pub mod http;
 mod guard;
 pub mod oci;
 pub mod registry;
