@@ -124,11 +124,15 @@ pub fn run(
         plan,
     };
     let lazy_log = crate::lazy::Log::mark(&opened.path);
-    let status = runtime::run(container)?;
+    let status = runtime::run(container);
+    // What went wrong reading an image still downloading, whatever the container's fate.
     if let Some(Err(refused)) = lazy_log.map(|log| log.report()) {
-        bail!("{refused}");
+        if status.is_ok() {
+            bail!("{refused}");
+        }
+        eprintln!("rsing: error: {refused}");
     }
-    Ok(status)
+    Ok(status?)
 }
 
 /// The cached SIF of `docker://REFERENCE`, pulled and converted first when missing (progress

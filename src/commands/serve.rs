@@ -28,7 +28,6 @@ pub fn run(cli: ServeCli) -> ! {
         // An image still downloading (`oras://`, `https://`) finishes before the server leaves.
         hooks: ServeHooks {
             open: crate::lazy::archive_path,
-            serving: crate::lazy::start_background,
             leaving: crate::lazy::finish_background,
         },
     })

@@ -3,10 +3,11 @@
 //! are in the file).
 //!
 //! Shared by every rsing process of the user on the node. A chunk is fetched under an
-//! open-file-description lock (`F_OFD_SETLKW`) on its byte of the map, taken on a descriptor
-//! opened for that one fetch: it excludes other threads of this process as well as other
-//! processes, and it is released explicitly, so a child that inherited the descriptor cannot
-//! keep it. The data is written before the map byte, so a chunk marked present is complete;
+//! open-file-description lock (`F_OFD_SETLKW`) on its byte of the map, which excludes other
+//! processes, and a set of the chunks this process is fetching, which excludes its other
+//! threads (they share the one description, so its locks do not exclude them). Locks are
+//! released explicitly, so a child that inherited the descriptor cannot keep them. Nothing is
+//! opened by path after [`Blocks::open`]: see `at`. The data is written before the map byte, so a chunk marked present is complete;
 //! a crash between the two costs a second fetch. Whatever happens, the whole file is checked
 //! against the image's digest before it becomes a cache entry (see `source`).
 
@@ -14,22 +15,26 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 
 /// The chunks of one image and which of them are here.
 pub struct Blocks {
     data: File,
     map: File,
-    map_path: PathBuf,
+    /// Chunks a thread of this process holds the lock of.
+    busy: Mutex<HashSet<u64>>,
+    freed: Condvar,
     pub chunk: u64,
     pub size: u64,
     present: Vec<AtomicBool>,
 }
 
 /// An exclusive lock on chunks `[first, first + count)`, released on drop.
-pub struct ChunkLock {
-    file: File,
+pub struct ChunkLock<'a> {
+    blocks: &'a Blocks,
     first: u64,
     count: u64,
 }
@@ -54,9 +59,11 @@ fn ofd_lock(file: &File, kind: libc::c_short, first: u64, count: u64) -> io::Res
     }
 }
 
-impl Drop for ChunkLock {
+impl Drop for ChunkLock<'_> {
     fn drop(&mut self) {
-        let _ = ofd_lock(&self.file, libc::F_UNLCK as libc::c_short, self.first, self.count);
+        let b = self.blocks;
+        let _ = ofd_lock(&b.map, libc::F_UNLCK as libc::c_short, self.first, self.count);
+        b.release(self.first, self.count);
     }
 }
 
@@ -111,7 +118,8 @@ impl Blocks {
         Ok(Blocks {
             data: data_file,
             map: map_file,
-            map_path: map.to_path_buf(),
+            busy: Mutex::new(HashSet::new()),
+            freed: Condvar::new(),
             chunk,
             size,
             present: (0..n).map(|_| AtomicBool::new(false)).collect(),
@@ -143,18 +151,31 @@ impl Blocks {
     }
 
     /// Waits for the exclusive lock on chunks `[first, first + count)`.
-    pub fn lock(&self, first: u64, count: u64) -> io::Result<ChunkLock> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&self.map_path)?;
-        ofd_lock(&file, libc::F_WRLCK as libc::c_short, first, count)?;
+    pub fn lock(&self, first: u64, count: u64) -> io::Result<ChunkLock<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while (first..first + count).any(|c| busy.contains(&c)) {
+            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        busy.extend(first..first + count);
+        drop(busy);
+        if let Err(e) = ofd_lock(&self.map, libc::F_WRLCK as libc::c_short, first, count) {
+            self.release(first, count);
+            return Err(e);
+        }
         Ok(ChunkLock {
-            file,
+            blocks: self,
             first,
             count,
         })
+    }
+
+    fn release(&self, first: u64, count: u64) {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        for c in first..first + count {
+            busy.remove(&c);
+        }
+        drop(busy);
+        self.freed.notify_all();
     }
 
     /// Stores the bytes of chunk `i` (hold its lock).

@@ -16,6 +16,7 @@
 //! written while its container ran, see [`Log`]). A digest mismatch removes the entry and is an
 //! error for every container that used it.
 
+mod at;
 mod blocks;
 pub mod ranges;
 mod source;
@@ -201,6 +202,9 @@ pub fn prepare(lazy_dir: &Path, key: &str, mut meta: Meta) -> Result<Prepared, E
         return Ok(Prepared::Cached(meta.final_path));
     }
     std::fs::create_dir_all(lazy_dir).map_err(io_err(lazy_dir))?;
+    if let Some(dir) = meta.final_path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
     let paths = Paths::of(&lazy_dir.join(format!("{key}.sif")));
     let lock = lock_entry(&paths.lock).map_err(io_err(&paths.lock))?;
     if is_complete(&meta) {
@@ -291,7 +295,8 @@ fn open_source(data: &Path) -> io::Result<LazySource> {
     })?;
     let blocks = Blocks::open(&paths.data, &paths.map, meta.size, meta.chunk)?;
     let ranges = meta.ranges().map_err(io::Error::other)?;
-    Ok(LazySource::new(blocks, ranges, meta, paths))
+    let at = at::At::open(&paths.data, &meta.final_path)?;
+    Ok(LazySource::new(blocks, ranges, meta, at))
 }
 
 /// Whether `path` is the data file of a lazy entry still downloading.
@@ -299,12 +304,12 @@ pub fn is_lazy(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "sif") && Paths::of(path).meta.exists()
 }
 
-/// Sources opened by [`archive_path`], for [`start_background`].
+/// Sources opened by [`archive_path`], for [`finish_background`].
 static OPENED: Mutex<Vec<LazySource>> = Mutex::new(Vec::new());
 
-/// The archive at `offset` in the image at `path`: through a [`LazySource`] for a lazy entry
-/// (whose background download waits for [`start_background`]: the image server forks after
-/// opening), else the file.
+/// The archive at `offset` in the image at `path`: through a [`LazySource`] for a lazy entry,
+/// else the file. The background download starts with the first read of a FUSE thread (see
+/// `source`); [`finish_background`] waits for it.
 pub fn archive_path(path: &Path, offset: u64) -> squashfs::Result<Archive> {
     if !is_lazy(path) {
         return Archive::open_path(path, offset);
@@ -317,21 +322,12 @@ pub fn archive_path(path: &Path, offset: u64) -> squashfs::Result<Archive> {
     Archive::open_source(Box::new(source), offset)
 }
 
-/// [`archive_path`] for an image already open as `file`, downloading in the background at once.
+/// [`archive_path`] for an image already open as `file` (rsing serving it in-process).
 pub fn archive(path: &Path, file: File, offset: u64) -> squashfs::Result<Archive> {
     if !is_lazy(path) {
         return Archive::open(file, offset);
     }
-    let source = open_source(path)?;
-    source.start_background();
-    Archive::open_source(Box::new(source), offset)
-}
-
-/// Starts the background downloads of the sources [`archive_path`] opened.
-pub fn start_background() {
-    for s in OPENED.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        s.start_background();
-    }
+    Archive::open_source(Box::new(open_source(path)?), offset)
 }
 
 /// Waits for the background downloads this process runs (the image server, before it exits).
@@ -367,18 +363,6 @@ impl Log {
         let path = Paths::of(image).log;
         let start = std::fs::metadata(&path).map_or(0, |m| m.len());
         Some(Log { path, start })
-    }
-
-    pub(crate) fn append(path: &Path, line: &str) {
-        use std::io::Write;
-        tracing::warn!("{line}");
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{line}");
-        }
     }
 
     /// Prints the lines written since the mark on stderr; `Err` with the first error line if
@@ -465,6 +449,7 @@ pub(crate) mod tests {
             name: "mem:k".into(),
         };
         std::fs::write(&paths.meta, serde_json::to_vec(&meta).unwrap()).unwrap();
+        let at = at::At::open(&paths.data, &meta.final_path).unwrap();
         let served = Arc::new(AtomicU64::new(0));
         let blocks = Blocks::open(&paths.data, &paths.map, meta.size, 4).unwrap();
         let mem = Mem {
@@ -472,7 +457,7 @@ pub(crate) mod tests {
             served: served.clone(),
             fail: AtomicU64::new(fail),
         };
-        (LazySource::new(blocks, Box::new(mem), meta, paths), served)
+        (LazySource::new(blocks, Box::new(mem), meta, at), served)
     }
 
     fn sha(bytes: &[u8]) -> String {

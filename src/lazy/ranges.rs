@@ -1,17 +1,25 @@
 //! Where a lazily started image's bytes come from: range requests to a registry (`oras://`,
 //! through the registry client and its credentials) or to a web server (`http(s)://`).
 //!
-//! Both are used from the FUSE worker threads of the image server, which is forked after it
-//! opened the image: a tokio runtime made before the fork has no threads in the child. So each
-//! client remembers the process it was made in and is made again in a new one.
+//! Threads: rsing reads an image's first bytes (superblock, tables, the tree it plans with)
+//! on its main thread before it enters a user namespace, and the image server does so before it
+//! forks; `unshare(CLONE_NEWUSER)` refuses a multi-threaded process and a fork keeps only the
+//! calling thread. So on the main thread a client (a current-thread tokio runtime: no threads
+//! of its own) is made for each request and dropped after it, which joins any thread it
+//! started (a DNS lookup). Other threads (FUSE workers, the background download) borrow clients
+//! from a pool, one thread per client at a time, with their connections. The pool is filled
+//! when the image is opened: rsing serving an image in-process reads it from inside the
+//! container's root, where the host's CA certificates and credentials are out of sight.
 
 use crate::oci::Platform;
 use crate::registry::{self, Reference, Registry, SifArtifact};
-use std::sync::{Arc, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// The longest one range request may take; a stalled connection fails, it never hangs a read.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Clients made when an image is opened (FUSE threads plus the background download).
+const PREFILL: usize = 4;
 
 /// Byte ranges of one remote file.
 pub trait Ranges: Send + Sync {
@@ -19,33 +27,60 @@ pub trait Ranges: Send + Sync {
     fn fetch(&self, offset: u64, len: u64) -> Result<Vec<u8>, String>;
 }
 
-/// A value made per process (see the module doc); the one of a parent process is leaked, as
-/// dropping it would wait for threads that do not exist here.
-struct PerProcess<T> {
-    slot: Mutex<Option<(u32, Arc<T>)>>,
+/// Whether the caller is the process's main thread (see the module doc).
+pub fn on_main_thread() -> bool {
+    // rsing has its own `main` symbol, so std does not name this thread "main".
+    nix::unistd::gettid() == nix::unistd::getpid()
 }
 
-impl<T> PerProcess<T> {
-    fn new() -> Self {
-        PerProcess {
-            slot: Mutex::new(None),
+type Make<T> = Box<dyn Fn() -> Result<T, String> + Send + Sync>;
+
+/// Clients lent to one thread at a time (see the module doc).
+struct Pool<T> {
+    idle: Mutex<Vec<T>>,
+    returned: Condvar,
+    make: Make<T>,
+}
+
+impl<T> Pool<T> {
+    fn new(make: Make<T>) -> Self {
+        let idle = (0..PREFILL).filter_map(|_| make().ok()).collect();
+        Pool {
+            idle: Mutex::new(idle),
+            returned: Condvar::new(),
+            make,
         }
     }
 
-    fn get(&self, make: impl FnOnce() -> Result<T, String>) -> Result<Arc<T>, String> {
-        let pid = std::process::id();
-        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((p, v)) = &*slot {
-            if *p == pid {
-                return Ok(v.clone());
+    fn with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, String> {
+        if on_main_thread() {
+            return Ok(f(&(self.make)()?));
+        }
+        let lent = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let client = match lent {
+            Some(c) => c,
+            None => {
+                match (self.make)() {
+                    Ok(c) => c,
+                    // Cannot make one here (inside the container): wait for one to come back.
+                    Err(e) => {
+                        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                        let (mut idle, _) = self
+                            .returned
+                            .wait_timeout_while(idle, REQUEST_TIMEOUT, |v| v.is_empty())
+                            .unwrap_or_else(|p| p.into_inner());
+                        idle.pop().ok_or(e)?
+                    }
+                }
             }
-        }
-        if let Some(old) = slot.take() {
-            std::mem::forget(old);
-        }
-        let v = Arc::new(make()?);
-        *slot = Some((pid, v.clone()));
-        Ok(v)
+        };
+        let result = f(&client);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(client);
+        self.returned.notify_one();
+        Ok(result)
     }
 }
 
@@ -53,32 +88,35 @@ impl<T> PerProcess<T> {
 pub struct OrasRanges {
     reference: Reference,
     art: SifArtifact,
-    insecure: Vec<String>,
-    registry: PerProcess<Registry>,
+    registries: Pool<Registry>,
 }
 
 impl OrasRanges {
     pub fn new(reference: Reference, art: SifArtifact, insecure: Vec<String>) -> OrasRanges {
+        let host = reference.registry.clone();
+        let make: Make<Registry> = Box::new(move || {
+            let reg = Registry::new_current_thread(registry::Options {
+                insecure: insecure.clone(),
+                platform: Platform::host(),
+                parallel: 1,
+            })
+            .map_err(|e| e.to_string())?;
+            reg.connect(&host).map_err(|e| e.to_string())?;
+            Ok(reg)
+        });
         OrasRanges {
             reference,
             art,
-            insecure,
-            registry: PerProcess::new(),
+            registries: Pool::new(make),
         }
     }
 }
 
 impl Ranges for OrasRanges {
     fn fetch(&self, offset: u64, len: u64) -> Result<Vec<u8>, String> {
-        let reg = self.registry.get(|| {
-            Registry::new(registry::Options {
-                insecure: self.insecure.clone(),
-                platform: Platform::host(),
-                parallel: 1,
-            })
-            .map_err(|e| e.to_string())
-        })?;
-        reg.read_range(&self.reference, &self.art, offset, len, REQUEST_TIMEOUT)
+        self.registries.with(|reg| {
+            reg.read_range(&self.reference, &self.art, offset, len, REQUEST_TIMEOUT)
+        })?
     }
 }
 
@@ -88,7 +126,7 @@ pub struct HttpRanges {
     /// The validator the file had when the download started: a range of another version of
     /// the file is refused (`If-Range`), never mixed in.
     etag: Option<String>,
-    client: PerProcess<(tokio::runtime::Runtime, reqwest::Client)>,
+    clients: Pool<(tokio::runtime::Runtime, reqwest::Client)>,
 }
 
 /// What a `HEAD` says about a URL.
@@ -100,9 +138,7 @@ pub struct HttpHead {
 
 fn http_client() -> Result<(tokio::runtime::Runtime, reqwest::Client), String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("rsing-http")
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
@@ -138,8 +174,6 @@ pub fn http_head(url: &str) -> Result<HttpHead, String> {
             .map(str::to_string);
         Ok(HttpHead { size, etag })
     });
-    // The runtime's threads are idle; shutting it down here does not wait for anything.
-    rt.shutdown_background();
     head
 }
 
@@ -160,15 +194,25 @@ impl HttpRanges {
         HttpRanges {
             url,
             etag,
-            client: PerProcess::new(),
+            clients: Pool::new(Box::new(http_client)),
         }
     }
 }
 
 impl Ranges for HttpRanges {
     fn fetch(&self, offset: u64, len: u64) -> Result<Vec<u8>, String> {
-        let c = self.client.get(http_client)?;
-        let (rt, client) = (&c.0, &c.1);
+        self.clients.with(|(rt, client)| self.fetch_with(rt, client, offset, len))?
+    }
+}
+
+impl HttpRanges {
+    fn fetch_with(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        client: &reqwest::Client,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, String> {
         rt.block_on(async {
             let mut req = client
                 .get(&self.url)

@@ -6,7 +6,8 @@
 
 use super::blocks::Blocks;
 use super::ranges::Ranges;
-use super::{Log, Meta, Paths};
+use super::at::At;
+use super::Meta;
 use crate::squashfs::ReadAt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,12 +23,13 @@ pub(crate) struct Inner {
     pub blocks: Blocks,
     ranges: Box<dyn Ranges>,
     pub meta: Meta,
-    pub paths: Paths,
+    pub at: At,
     /// One warning line per process for failed reads.
     warned: AtomicBool,
     /// The download turned out not to be the image (digest mismatch): every read fails.
     poisoned: AtomicBool,
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
+    started: AtomicBool,
 }
 
 /// An image being downloaded (cheap to clone; clones share everything).
@@ -41,21 +43,25 @@ fn eio(why: String) -> io::Error {
 }
 
 impl LazySource {
-    pub(crate) fn new(blocks: Blocks, ranges: Box<dyn Ranges>, meta: Meta, paths: Paths) -> Self {
+    pub(crate) fn new(blocks: Blocks, ranges: Box<dyn Ranges>, meta: Meta, at: At) -> Self {
         LazySource(Arc::new(Inner {
             blocks,
             ranges,
             meta,
-            paths,
+            at,
             warned: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             background: Mutex::new(None),
+            started: AtomicBool::new(false),
         }))
     }
 
     /// Starts the background download in this process (once), unless
     /// `RSING_LAZY_BACKGROUND=no` (then only what containers read is fetched).
     pub fn start_background(&self) {
+        if self.0.started.swap(true, Ordering::Relaxed) {
+            return;
+        }
         if matches!(
             std::env::var("RSING_LAZY_BACKGROUND").as_deref(),
             Ok("no" | "0" | "false")
@@ -63,9 +69,6 @@ impl LazySource {
             return;
         }
         let mut slot = self.0.background.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_some() {
-            return;
-        }
         let inner = self.0.clone();
         *slot = std::thread::Builder::new()
             .name("rsing-lazy".into())
@@ -125,9 +128,7 @@ impl Inner {
             Ok(bytes) => self.blocks.store(i, &bytes),
             Err(why) => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
-                    Log::append(
-                        &self.paths.log,
-                        &format!(
+                    self.at.log(&format!(
                             "rsing: warning: image {}: cannot read bytes {start}-{end}: {why} \
                              (the container got an I/O error)",
                             self.meta.name
@@ -193,33 +194,29 @@ impl Inner {
     /// Every chunk is here: checks the file against the digest and renames it into the
     /// cache, or removes the entry. Once per entry, whichever process gets here first.
     fn finish(&self) -> Result<(), String> {
-        let _lock = super::lock_entry(&self.paths.lock).map_err(|e| e.to_string())?;
-        if !self.paths.meta.exists() {
+        let _lock = self.at.lock().map_err(|e| e.to_string())?;
+        if !self.at.exists("remote") {
             return Ok(()); // finished (or refused) by another process
         }
         let actual = super::digest_of(self.blocks.data()).map_err(|e| e.to_string())?;
         if let Some(want) = &self.meta.digest {
             if *want != actual {
                 self.poisoned.store(true, Ordering::Relaxed);
-                self.paths.remove();
+                self.at.remove();
                 let line = format!(
                     "rsing: error: image {}: the downloaded file has digest {actual}, not {want} \
                      (corrupt or tampered); refused, and removed from the cache",
                     self.meta.name
                 );
-                Log::append(&self.paths.log, &line);
+                self.at.log(&line);
                 return Err(line);
             }
         }
         let dest = &self.meta.final_path;
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
         self.blocks.data().sync_all().map_err(|e| e.to_string())?;
-        std::fs::rename(&self.paths.data, dest)
+        self.at
+            .publish()
             .map_err(|e| format!("{}: {e}", dest.display()))?;
-        let _ = std::fs::remove_file(&self.paths.map);
-        let _ = std::fs::remove_file(&self.paths.meta);
         tracing::info!(image = %self.meta.name, path = %dest.display(), "download complete and verified");
         Ok(())
     }
@@ -240,6 +237,11 @@ impl ReadAt for LazySource {
         }
         if buf.is_empty() {
             return Ok(());
+        }
+        // The first read of a FUSE thread: rsing has entered its namespaces (and the image
+        // server has forked), so threads may be started now, not before (see `ranges`).
+        if !super::ranges::on_main_thread() {
+            self.start_background();
         }
         let chunk = inner.blocks.chunk;
         for i in pos / chunk..=(end - 1) / chunk {

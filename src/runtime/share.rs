@@ -280,13 +280,11 @@ pub struct ServeArgs {
     pub hooks: ServeHooks,
 }
 
-/// What the server does beyond serving a local file; `commands` passes `crate::lazy`'s, for
-/// images that are still downloading.
+/// What the server does beyond serving a local file; `commands` passes those of the `lazy`
+/// module, for images that are still downloading.
 pub struct ServeHooks {
-    /// Opens the image (before the server forks: start no threads here).
+    /// Opens the image (before the server enters its namespaces and forks: no threads).
     pub open: fn(&Path, u64) -> Result<Archive, crate::squashfs::Error>,
-    /// Called once the server has forked and serves.
-    pub serving: fn(),
     /// Called after the last client has gone, before the server exits.
     pub leaving: fn(),
 }
@@ -331,7 +329,6 @@ pub fn serve(args: ServeArgs) -> ! {
             if crate::fuse::serve(archive, dev_fuse, true).is_err() {
                 std::process::exit(1);
             }
-            (args.hooks.serving)();
             control_loop(&args, listener, userns, &entry);
             (args.hooks.leaving)();
             std::process::exit(0)

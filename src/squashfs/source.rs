@@ -1,5 +1,5 @@
 //! Where an [`Archive`](super::Archive) reads its bytes from: a local file, or anything else
-//! that can answer positioned reads (a SIF being downloaded, see `crate::lazy`).
+//! that can answer positioned reads (a SIF still being downloaded: the `lazy` module).
 
 use std::fs::File;
 use std::io;
