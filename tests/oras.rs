@@ -76,7 +76,11 @@ fn raw_manifest(registry: &TestRegistry, repo_tag: &str, auth: bool) -> serde_js
         .arg(format!("docker://{}", registry.reference(repo_tag)))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -158,7 +162,11 @@ fn push_writes_apptainers_layout_and_pull_reads_it_back() {
         .args(["exec", &uri, "/bin/busybox", "echo", "from-oras"])
         .stdout_str();
     assert_eq!(out, "from-oras");
-    assert!(lazy_entries(&t, "cache").is_empty(), "{:?}", lazy_entries(&t, "cache"));
+    assert!(
+        lazy_entries(&t, "cache").is_empty(),
+        "{:?}",
+        lazy_entries(&t, "cache")
+    );
 
     // A container image is not a SIF artifact: one line that says to use docker://.
     let line = rsing(&t, "cache")
@@ -166,7 +174,11 @@ fn push_writes_apptainers_layout_and_pull_reads_it_back() {
         .run();
     assert_ne!(line.status.code(), Some(0));
     let line = rsing(&t, "cache")
-        .args(["push", "busybox_app.sif", &format!("docker://{}", registry.reference("x:1"))])
+        .args([
+            "push",
+            "busybox_app.sif",
+            &format!("docker://{}", registry.reference("x:1")),
+        ])
         .assert_error_naming("oras://");
     eprintln!("REPORT: {line}");
 }
@@ -214,8 +226,7 @@ fn lazy_exec_round(auth: bool) {
     let Some(sif) = big_sif(&t) else {
         return;
     };
-    let registry =
-        TestRegistry::start(&t.dir.join("registry"), auth.then_some((USER, PASSWORD)));
+    let registry = TestRegistry::start(&t.dir.join("registry"), auth.then_some((USER, PASSWORD)));
     let direct = pushed(&t, &registry, &sif, "lazy/big:1", auth);
     let proxy = HttpServer::start(Backend::Proxy(registry.addr.clone()));
     let uri = direct.replace(&registry.addr, &proxy.addr);
@@ -240,7 +251,11 @@ fn lazy_exec_round(auth: bool) {
     let out = if auth { with_auth(cmd) } else { cmd }.stdout_str();
     assert_eq!(out, "again");
     let final_path = t.dir.join("cache/blobs/sha256").join(&hex);
-    assert!(wait_for(&final_path), "not completed: {:?}", lazy_entries(&t, "cache"));
+    assert!(
+        wait_for(&final_path),
+        "not completed: {:?}",
+        lazy_entries(&t, "cache")
+    );
     assert_eq!(hex_of(&final_path), hex);
     assert_eq!(proxy.body_bytes(), size, "each byte is fetched once");
     // Later starts use the complete file (no blob request).
@@ -288,7 +303,11 @@ fn dropped_connections_are_retried_and_lasting_failures_are_eio() {
     proxy.cut(3, 1000);
     let out = run(&["/bin/busybox", "echo", "ok"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok", "{out:?}");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Now the network is gone: reading /big fails with EIO in the container, one warning
     // line, and no hang.
     proxy.set_broken(true);
@@ -297,8 +316,14 @@ fn dropped_connections_are_retried_and_lasting_failures_are_eio() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("REPORT: {stderr}");
     assert_ne!(out.status.code(), Some(0));
-    assert!(stderr.contains("I/O error") || stderr.contains("Input/output error"), "{stderr}");
-    let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("rsing: warning:")).collect();
+    assert!(
+        stderr.contains("I/O error") || stderr.contains("Input/output error"),
+        "{stderr}"
+    );
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("rsing: warning:"))
+        .collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(warnings[0].contains(&uri), "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(60));
@@ -323,15 +348,36 @@ fn a_digest_mismatch_after_the_download_is_refused_and_removed() {
     let n = bytes.len();
     bytes[n / 2] ^= 0xff;
     std::fs::write(&data, bytes).unwrap();
-    let out = rsing(&t, "cache")
-        .args(["exec", &uri, "/bin/busybox", "sleep", "3"])
-        .run();
+    // The container runs until the test has seen the background download refused.
+    let running = rsing(&t, "cache")
+        .args(["exec", &uri, "/bin/busybox", "sh", "-c"])
+        .arg("while [ ! -e done ]; do /bin/busybox sleep 0.1; done")
+        .spawn();
+    let start = Instant::now();
+    let refused = loop {
+        let logged = lazy_entries(&t, "cache")
+            .iter()
+            .filter(|n| n.ends_with(".log"))
+            .any(|n| {
+                std::fs::read_to_string(t.dir.join("cache/lazy").join(n))
+                    .is_ok_and(|s| s.contains("refused"))
+            });
+        if logged || start.elapsed() > Duration::from_secs(60) {
+            break logged;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::fs::write(t.cwd.join("done"), "").unwrap();
+    assert!(refused, "the background download was not refused");
+    let out = running.assert_exit(255);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("REPORT: {stderr}");
-    assert_eq!(out.status.code(), Some(255), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].starts_with("rsing: error: ") && lines[0].contains("digest"), "{stderr}");
+    assert!(
+        lines[0].starts_with("rsing: error: ") && lines[0].contains("digest"),
+        "{stderr}"
+    );
     assert!(!t.dir.join("cache/blobs/sha256").join(&hex).exists());
     let left: Vec<String> = lazy_entries(&t, "cache")
         .into_iter()
@@ -362,7 +408,10 @@ fn concurrent_lazy_starts_fetch_each_block_once() {
         .collect();
     for (i, r) in running.into_iter().enumerate() {
         let out = r.assert_exit(0);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("hi-{i}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("hi-{i}")
+        );
     }
     let hex = hex_of(&sif);
     let final_path = t.dir.join("cache/blobs/sha256").join(&hex);

@@ -138,7 +138,16 @@ fn lazy_meta(uri: &str, insecure: bool) -> anyhow::Result<(String, lazy::Meta)> 
     }
     // http(s)://HOST/PATH[#sha256:HEX]: the fragment, never sent, is the digest to check.
     let (url, digest) = match uri.split_once('#') {
-        Some((u, d)) => (u, Some(crate::oci::Digest::parse(d).with_context(|| format!("{uri}: the part after # must be a digest (sha256:HEX)"))?.to_string())),
+        Some((u, d)) => (
+            u,
+            Some(
+                crate::oci::Digest::parse(d)
+                    .with_context(|| {
+                        format!("{uri}: the part after # must be a digest (sha256:HEX)")
+                    })?
+                    .to_string(),
+            ),
+        ),
         None => (uri, None),
     };
     let head = lazy::ranges::http_head(url).map_err(|why| anyhow::anyhow!("image {url}: {why}"))?;
@@ -146,7 +155,10 @@ fn lazy_meta(uri: &str, insecure: bool) -> anyhow::Result<(String, lazy::Meta)> 
         use sha2::Digest as _;
         let text = format!("{url}\n{:?}\n{}\n{:?}", head.etag, head.size, digest);
         let h = sha2::Sha256::digest(text.as_bytes());
-        h.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>()
+        h.iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
     let meta = lazy::Meta {
         origin: lazy::Origin::Http {

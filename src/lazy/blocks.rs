@@ -11,11 +11,11 @@
 //! a crash between the two costs a second fetch. Whatever happens, the whole file is checked
 //! against the image's digest before it becomes a cache entry (see `source`).
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -62,7 +62,12 @@ fn ofd_lock(file: &File, kind: libc::c_short, first: u64, count: u64) -> io::Res
 impl Drop for ChunkLock<'_> {
     fn drop(&mut self) {
         let b = self.blocks;
-        let _ = ofd_lock(&b.map, libc::F_UNLCK as libc::c_short, self.first, self.count);
+        let _ = ofd_lock(
+            &b.map,
+            libc::F_UNLCK as libc::c_short,
+            self.first,
+            self.count,
+        );
         b.release(self.first, self.count);
     }
 }

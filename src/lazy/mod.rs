@@ -225,7 +225,9 @@ pub fn prepare(lazy_dir: &Path, key: &str, mut meta: Meta) -> Result<Prepared, E
             paths.remove();
             Blocks::create(&paths.data, &paths.map, meta.size, meta.chunk)
                 .map_err(io_err(&paths.data))?;
-            let staged = paths.meta.with_extension(format!("remote.{}", std::process::id()));
+            let staged = paths
+                .meta
+                .with_extension(format!("remote.{}", std::process::id()));
             let json = serde_json::to_vec_pretty(&meta).expect("serialisable");
             std::fs::write(&staged, json).map_err(io_err(&staged))?;
             std::fs::rename(&staged, &paths.meta).map_err(io_err(&paths.meta))?;
@@ -291,7 +293,10 @@ impl LazySource {
 fn open_source(data: &Path) -> io::Result<LazySource> {
     let paths = Paths::of(data);
     let meta = read_meta(&paths.meta).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, "not a lazy entry (or it was removed)")
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "not a lazy entry (or it was removed)",
+        )
     })?;
     let blocks = Blocks::open(&paths.data, &paths.map, meta.size, meta.chunk)?;
     let ranges = meta.ranges().map_err(io::Error::other)?;
@@ -348,9 +353,10 @@ pub fn download_all(data: &Path) -> Result<PathBuf, Error> {
     Ok(source.0.meta.final_path.clone())
 }
 
-/// The log of a lazy entry, from a mark on: what went wrong while a container ran.
+/// The log of a lazy entry, from a mark on: what went wrong while a container ran. Kept open:
+/// after the container, rsing may be in a mount namespace where the cache's path leads nowhere.
 pub struct Log {
-    path: PathBuf,
+    file: File,
     start: u64,
 }
 
@@ -360,18 +366,25 @@ impl Log {
         if !is_lazy(image) {
             return None;
         }
-        let path = Paths::of(image).log;
-        let start = std::fs::metadata(&path).map_or(0, |m| m.len());
-        Some(Log { path, start })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(Paths::of(image).log)
+            .ok()?;
+        let start = file.metadata().map_or(0, |m| m.len());
+        Some(Log { file, start })
     }
 
     /// Prints the lines written since the mark on stderr; `Err` with the first error line if
     /// the image was refused.
     pub fn report(&self) -> Result<(), String> {
-        let Ok(text) = std::fs::read(&self.path) else {
+        let len = self.file.metadata().map_or(0, |m| m.len());
+        let mut text = vec![0u8; len.saturating_sub(self.start) as usize];
+        if FileExt::read_exact_at(&self.file, &mut text, self.start).is_err() {
             return Ok(());
-        };
-        let new = String::from_utf8_lossy(text.get(self.start as usize..).unwrap_or_default());
+        }
+        let new = String::from_utf8_lossy(&text);
         let mut error = None;
         for line in new.lines() {
             match line.strip_prefix("rsing: error: ") {
@@ -474,7 +487,11 @@ pub(crate) mod tests {
         assert_eq!(buf, [9, 10, 11]);
         assert_eq!(served.load(Ordering::SeqCst), 4);
         src.read_exact_at(&mut buf, 9).unwrap();
-        assert_eq!(served.load(Ordering::SeqCst), 4, "a present chunk is not fetched again");
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            4,
+            "a present chunk is not fetched again"
+        );
         src.download_all().unwrap();
         assert_eq!(served.load(Ordering::SeqCst), 40, "each byte fetched once");
         assert_eq!(std::fs::read(dir.0.join("final.sif")).unwrap(), bytes);
@@ -502,8 +519,9 @@ pub(crate) mod tests {
         let dir = TempDir::new("lazy");
         let bytes = vec![1u8; 10];
         let (src, _) = entry(&dir.0, &bytes, sha(b"something else"), 0);
+        std::fs::write(dir.0.join("k.log"), "").unwrap();
         let mark = Log {
-            path: dir.0.join("k.log"),
+            file: std::fs::File::open(dir.0.join("k.log")).unwrap(),
             start: 0,
         };
         let e = src.download_all().unwrap_err();

@@ -114,9 +114,8 @@ impl OrasRanges {
 
 impl Ranges for OrasRanges {
     fn fetch(&self, offset: u64, len: u64) -> Result<Vec<u8>, String> {
-        self.registries.with(|reg| {
-            reg.read_range(&self.reference, &self.art, offset, len, REQUEST_TIMEOUT)
-        })?
+        self.registries
+            .with(|reg| reg.read_range(&self.reference, &self.art, offset, len, REQUEST_TIMEOUT))?
     }
 }
 
@@ -201,7 +200,8 @@ impl HttpRanges {
 
 impl Ranges for HttpRanges {
     fn fetch(&self, offset: u64, len: u64) -> Result<Vec<u8>, String> {
-        self.clients.with(|(rt, client)| self.fetch_with(rt, client, offset, len))?
+        self.clients
+            .with(|(rt, client)| self.fetch_with(rt, client, offset, len))?
     }
 }
 

@@ -4,9 +4,9 @@
 //! when every chunk is there, checks the whole file against the image's digest and renames it
 //! to its cache entry.
 
+use super::at::At;
 use super::blocks::Blocks;
 use super::ranges::Ranges;
-use super::at::At;
 use super::Meta;
 use crate::squashfs::ReadAt;
 use std::io;
@@ -129,11 +129,10 @@ impl Inner {
             Err(why) => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     self.at.log(&format!(
-                            "rsing: warning: image {}: cannot read bytes {start}-{end}: {why} \
+                        "rsing: warning: image {}: cannot read bytes {start}-{end}: {why} \
                              (the container got an I/O error)",
-                            self.meta.name
-                        ),
-                    );
+                        self.meta.name
+                    ));
                 }
                 Err(eio(why))
             }

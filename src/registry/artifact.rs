@@ -107,8 +107,13 @@ pub fn parse_sif_manifest(bytes: &[u8], manifest_digest: Digest) -> Result<SifAr
         .collect();
     let layer = match sif_layers.as_slice() {
         [one] => *one,
-        [] if m.config.media_type.starts_with("application/vnd.oci.image.config")
-            || m.config.media_type.starts_with("application/vnd.docker.container.image") =>
+        [] if m
+            .config
+            .media_type
+            .starts_with("application/vnd.oci.image.config")
+            || m.config
+                .media_type
+                .starts_with("application/vnd.docker.container.image") =>
         {
             return Err("a container image, not a SIF artifact: use docker:// for it".into())
         }
@@ -146,7 +151,10 @@ fn digest_file(path: &Path) -> Result<(Digest, u64), Error> {
         size += n as u64;
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((Digest::parse(&format!("sha256:{hex}")).expect("a sha256"), size))
+    Ok((
+        Digest::parse(&format!("sha256:{hex}")).expect("a sha256"),
+        size,
+    ))
 }
 
 /// The file at `path` as a stream of 8 MiB chunks, for `push_blob_stream`.
@@ -273,7 +281,9 @@ impl Registry {
     ) -> Result<PathBuf, Error> {
         let layers = [(art.digest.clone(), art.media_type.clone(), art.size)];
         let mut paths = self.fetch_layers(r, &layers, blob_dir, observer)?;
-        paths.pop().ok_or_else(|| Error::Setup("no blob fetched".into()))
+        paths
+            .pop()
+            .ok_or_else(|| Error::Setup("no blob fetched".into()))
     }
 
     /// Bytes `[offset, offset + len)` of the SIF of `art` (one range request taking at most

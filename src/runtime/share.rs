@@ -371,8 +371,7 @@ impl SocketEntry {
 }
 
 fn prepare_server(args: &ServeArgs) -> Result<Prepared, String> {
-    let archive =
-        Arc::new((args.hooks.open)(&args.image, args.offset).map_err(|e| e.to_string())?);
+    let archive = Arc::new((args.hooks.open)(&args.image, args.offset).map_err(|e| e.to_string())?);
     // Bind under a private name, then rename into place: a stale socket of a dead server is
     // replaced atomically, never unlinked under a live one's feet.
     let tmp = args

@@ -30,7 +30,7 @@ pub struct Control {
     /// The next this many responses with a body are cut after `cut_after` body bytes.
     pub cuts_left: AtomicU64,
     pub cut_after: AtomicU64,
-    /// Close every connection at once, answering nothing.
+    /// Close every blob (or file) request's connection at once, answering nothing.
     pub broken: AtomicBool,
 }
 
@@ -110,8 +110,8 @@ fn send_body(out: &mut TcpStream, body: &mut dyn Read, c: &Control, count: bool)
     // Only blob and file bodies are cut: manifests are not what these tests break.
     let cut = count
         && c.cuts_left
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
     let limit = if cut {
         c.cut_after.load(Ordering::SeqCst)
     } else {
@@ -145,17 +145,15 @@ fn handle(stream: TcpStream, backend: &Backend, c: &Control) -> std::io::Result<
     let mut r = BufReader::new(stream);
     let (first, headers) = read_head(&mut r)?;
     let range = header(&headers, "range").unwrap_or("-").to_string();
-    c.requests
-        .lock()
-        .unwrap()
-        .push(format!("{first} {range}"));
-    if c.broken.load(Ordering::SeqCst) {
-        let _ = out.shutdown(Shutdown::Both);
-        return Ok(());
-    }
+    c.requests.lock().unwrap().push(format!("{first} {range}"));
     let mut parts = first.split(' ');
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("/").to_string();
+    let blob = matches!(backend, Backend::File(_)) || path.contains("/blobs/");
+    if blob && c.broken.load(Ordering::SeqCst) {
+        let _ = out.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     match backend {
         Backend::File(file) => serve_file(&mut out, file, &method, &headers, c),
         Backend::Proxy(upstream) => proxy(&mut out, &mut r, upstream, &first, &headers, &path, c),
@@ -180,7 +178,11 @@ fn serve_file(
         .and_then(|v| v.split_once('-'))
         .and_then(|(a, b)| {
             let a: u64 = a.parse().ok()?;
-            let b: u64 = if b.is_empty() { size - 1 } else { b.parse().ok()? };
+            let b: u64 = if b.is_empty() {
+                size - 1
+            } else {
+                b.parse().ok()?
+            };
             (a <= b && b < size).then_some((a, b))
         });
     let (status, start, len) = match range {

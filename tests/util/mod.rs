@@ -4,8 +4,8 @@
 
 mod cmd;
 pub mod gpu;
-pub mod http;
 mod guard;
+pub mod http;
 pub mod oci;
 pub mod registry;
 pub mod slurm;
