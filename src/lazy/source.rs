@@ -249,7 +249,7 @@ impl ReadAt for LazySource {
         inner.blocks.read(buf, pos)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.blocks.size)
     }
 }

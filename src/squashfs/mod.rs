@@ -284,7 +284,7 @@ impl Archive {
 
     /// Opens the archive that starts `offset` bytes into `file`, any [`ReadAt`] source.
     pub fn open_source(file: Box<dyn ReadAt>, offset: u64) -> Result<Archive> {
-        let file_len = file.len()?;
+        let file_len = file.size()?;
         if offset >= file_len || file_len - offset < 4 {
             return Err(Error::NotSquashfs);
         }

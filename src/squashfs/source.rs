@@ -10,14 +10,14 @@ pub trait ReadAt: Send + Sync {
     /// Fills `buf` with the bytes at `pos`; `UnexpectedEof` past the end.
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
     /// The length of the whole source (the SIF or SquashFS file), in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
 }
 
 impl ReadAt for File {
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         FileExt::read_exact_at(self, buf, pos)
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 }
