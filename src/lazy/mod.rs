@@ -470,7 +470,8 @@ pub(crate) mod tests {
             served: served.clone(),
             fail: AtomicU64::new(fail),
         };
-        (LazySource::new(blocks, Box::new(mem), meta, at), served)
+        let source = LazySource::new(blocks, Box::new(mem), meta, at).without_background();
+        (source, served)
     }
 
     fn sha(bytes: &[u8]) -> String {

@@ -76,6 +76,14 @@ impl LazySource {
             .ok();
     }
 
+    /// Keeps this source from starting a background download (unit tests read from threads
+    /// that are not the main one).
+    #[cfg(test)]
+    pub(crate) fn without_background(self) -> Self {
+        self.0.started.store(true, Ordering::Relaxed);
+        self
+    }
+
     /// Waits for the background download of this process, if one runs.
     pub fn join_background(&self) {
         let handle = self
