@@ -22,6 +22,7 @@ pub mod fuse;
 pub mod fuzzing;
 pub mod gpu;
 pub mod image;
+pub mod lazy;
 pub mod oci;
 pub mod registry;
 pub mod runtime;

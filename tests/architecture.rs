@@ -10,9 +10,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "commands",
         &[
             "image", "runtime", "tree", "squashfs", "sif", "oci", "registry", "convert", "cache",
-            "gpu",
+            "gpu", "lazy",
         ],
     ),
+    ("lazy", &["registry", "oci", "squashfs", "sif"]),
     ("convert", &["oci", "squashfs", "sif"]),
     ("registry", &["oci"]),
     ("oci", &[]),

@@ -34,6 +34,7 @@ mod identity; // ids, passwd/group, no_new_privs, --fakeroot
 mod images; // each image format runs the same commands
 mod inspect; // rsing inspect and rsing sif list/dump
 mod modules; // environment modules: rsing's modulefiles, rsing module create, Lmod and Tcl
+mod oras; // rsing push/pull/exec oras:// and lazy starts (oras://, http://) against a local registry
 mod overlay; // --overlay DIR, DIR:ro, FILE.sqfs, the writer lock, --writable on a sandbox
 mod packaging; // man pages, install.sh, .deb/.rpm (installed into a debootstrapped root), recipes
 mod privileges; // issue 15: setuid, capabilities, --fakeroot, read-only image, /proc and /dev

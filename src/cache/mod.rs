@@ -5,6 +5,8 @@
 //! blobs/sha256/<hex>        layer and config blobs, named by their verified digest
 //! images/<key>.sif          converted images, keyed by manifest digest and build options
 //! images/<key>.lock         flock: one process converts, concurrent ones wait and reuse
+//! http/<key>.sif            SIF files downloaded from http(s):// URLs, complete and checked
+//! lazy/<key>.*              SIF files still downloading (lazy starts, see docs/oras.md)
 //! ```
 //!
 //! Everything appears atomically ([`AtomicFile`], rename), so a killed pull leaves no entry
@@ -152,6 +154,7 @@ impl Cache {
         let mut out = Vec::new();
         collect(&self.root.join("blobs/sha256"), "blob", None, &mut out)?;
         collect(&self.root.join("images"), "image", Some("sif"), &mut out)?;
+        collect(&self.root.join("http"), "image", Some("sif"), &mut out)?;
         out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         Ok(out)
     }
@@ -171,7 +174,8 @@ impl Cache {
             }
         }
         if older_than.is_none() {
-            for dir in [self.root.join("blobs/sha256"), self.root.join("images")] {
+            // Downloads in progress go too (a running container keeps its open file).
+            for dir in ["blobs/sha256", "images", "http", "lazy"].map(|d| self.root.join(d)) {
                 for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                     let _ = std::fs::remove_file(e.path());
                 }

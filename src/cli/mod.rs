@@ -47,7 +47,7 @@ enum ContainerCommand {
     Exec {
         #[command(flatten)]
         runtime: RuntimeArgs,
-        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
+        /// SIF file, SquashFS file, directory, docker://REF or oras://REF (pulled into the cache)
         image: String,
         /// Command and its arguments
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -57,7 +57,7 @@ enum ContainerCommand {
     Run {
         #[command(flatten)]
         runtime: RuntimeArgs,
-        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
+        /// SIF file, SquashFS file, directory, docker://REF or oras://REF (pulled into the cache)
         image: String,
         /// Arguments for the runscript
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -80,7 +80,7 @@ enum ContainerCommand {
         /// Shell to run (default /bin/bash if present, else /bin/sh)
         #[arg(short, long, value_name = "PATH")]
         shell: Option<String>,
-        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
+        /// SIF file, SquashFS file, directory, docker://REF or oras://REF (pulled into the cache)
         image: String,
     },
 }
@@ -94,6 +94,8 @@ enum Command {
     Build(crate::commands::build::BuildArgs),
     /// Pull an image from a registry into a SIF file (docker://REF → NAME_TAG.sif)
     Pull(crate::commands::build::PullArgs),
+    /// Push a SIF file to an OCI registry as an ORAS artifact (oras://REF), as Apptainer does
+    Push(crate::commands::oras::PushArgs),
     /// Cached blobs and images (list, clean)
     #[command(subcommand)]
     Cache(crate::commands::cache::CacheCommand),
@@ -231,6 +233,7 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
         Command::RunHelp { image } => crate::commands::inspect::run_help(&image),
         Command::Build(args) => crate::commands::build::build(&global, &args),
         Command::Pull(args) => crate::commands::build::pull(&global, &args),
+        Command::Push(args) => crate::commands::oras::push(&global, &args),
         Command::Cache(cmd) => crate::commands::cache::run(&cmd),
         Command::Registry(cmd) => crate::commands::registry::run(&cmd),
         Command::Completions { shell } => {

@@ -45,7 +45,8 @@ pub struct PullArgs {
     /// Target file, as `apptainer pull OUT.sif URI` (same as --name)
     #[arg(value_name = "OUT.sif", required = false)]
     output: Option<PathBuf>,
-    /// docker://[REGISTRY/]REPO[:TAG|@DIGEST] (or any `rsing build` source)
+    /// docker://[REGISTRY/]REPO[:TAG|@DIGEST], oras://[REGISTRY/]REPO[:TAG] (a SIF artifact),
+    /// or any `rsing build` source
     source: Option<String>,
 }
 
@@ -161,6 +162,12 @@ fn write_image(
     }
     if let Some(reference) = source.strip_prefix("docker://") {
         let (cached, _in_use) = fetch::cached_image(reference, convert, progress)?;
+        publish_copy(&cached, target)?;
+    } else if source.starts_with("oras://") {
+        let cached = super::oras::cached_sif(source, convert.insecure, progress)?;
+        publish_copy(&cached, target)?;
+    } else if source.starts_with("http://") || source.starts_with("https://") {
+        let cached = super::oras::cached_http(source)?;
         publish_copy(&cached, target)?;
     } else {
         let mut out = AtomicFile::create(target, 0o755)

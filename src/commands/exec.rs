@@ -12,7 +12,6 @@ use crate::image::{self, OpenedImage, Root};
 use crate::runtime::environ::{self, EnvLayers};
 use crate::runtime::host::HostFacts;
 use crate::runtime::{self, binds, plan, share, Container, RootSource};
-use crate::squashfs::Archive;
 use crate::tree::{self, DirTree, NodeKind, Tree};
 
 /// Flags shared by `exec`, `run` and `shell` (Apptainer's action flags).
@@ -98,12 +97,14 @@ pub fn run(
         super::gpu::warn(global, &note);
     }
     let args = &args;
+    let remote = super::oras::is_remote_sif(image_arg);
     // A pulled image's cache lock is held until the image is open (`cache clean` waits).
     let (image_path, in_use) = match image_arg.strip_prefix("docker://") {
         Some(reference) => {
             let (path, in_use) = pulled(global, reference)?;
             (path, Some(in_use))
         }
+        None if remote => (super::oras::for_exec(global, image_arg)?, None),
         // Canonical, so that RSING_CONTAINER and the image server's key name the file once.
         None => (
             std::fs::canonicalize(image_arg).unwrap_or_else(|_| PathBuf::from(image_arg)),
@@ -113,7 +114,7 @@ pub fn run(
     let mut opened = image::open(&image_path)?;
     drop(in_use);
     // The name the user gave (a symlink's, not its target's): RSING_NAME and the prompt.
-    if !image_arg.starts_with("docker://") {
+    if !image_arg.starts_with("docker://") && !remote {
         if let Some(given) = Path::new(image_arg).file_name() {
             opened.name = given.to_string_lossy().into_owned();
         }
@@ -172,7 +173,16 @@ pub fn run(
         cwd_required: options.pwd.is_some(),
         plan,
     };
-    Ok(runtime::run(container)?)
+    let lazy_log = crate::lazy::Log::mark(&opened.path);
+    let status = runtime::run(container);
+    // What went wrong reading an image still downloading, whatever the container's fate.
+    if let Some(Err(refused)) = lazy_log.map(|log| log.report()) {
+        if status.is_ok() {
+            bail!("{refused}");
+        }
+        eprintln!("rsing: error: {refused}");
+    }
+    Ok(status?)
 }
 
 /// The cached SIF of `docker://REFERENCE`, pulled and converted first when missing (progress
@@ -268,7 +278,8 @@ fn root_and_tree(
         .try_clone()
         .context("cannot duplicate the image file handle")?;
     let archive = Arc::new(
-        Archive::open(file, offset).with_context(|| format!("image {}", opened.path.display()))?,
+        crate::lazy::archive(&opened.path, file, offset)
+            .with_context(|| format!("image {}", opened.path.display()))?,
     );
     Ok((
         RootSource::Squashfs {

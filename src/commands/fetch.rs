@@ -125,6 +125,9 @@ pub fn deffile_for(source: &str) -> Vec<u8> {
 
 /// The default file name of `rsing pull SOURCE`.
 pub fn default_name(source: &str) -> anyhow::Result<String> {
+    if super::oras::is_remote_sif(source) {
+        return super::oras::default_name(source);
+    }
     match source.strip_prefix("docker://") {
         Some(r) => Ok(Reference::parse(r)?.default_sif_name()),
         None => {
@@ -230,6 +233,11 @@ pub fn cached_image(
 /// Registries spoken to over plain HTTP: `--insecure` names this one; RSING_INSECURE_REGISTRIES
 /// lists more (loopback registries always are).
 fn insecure_registries(args: &ConvertArgs, reference: &Reference) -> Vec<String> {
+    insecure_list(args.insecure, reference)
+}
+
+/// [`insecure_registries`] for commands without [`ConvertArgs`] (`push`, `oras://`).
+pub(super) fn insecure_list(insecure: bool, reference: &Reference) -> Vec<String> {
     let mut list: Vec<String> = std::env::var("RSING_INSECURE_REGISTRIES")
         .unwrap_or_default()
         .split(',')
@@ -237,7 +245,7 @@ fn insecure_registries(args: &ConvertArgs, reference: &Reference) -> Vec<String>
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    if args.insecure {
+    if insecure {
         list.push(reference.registry.clone());
     }
     list

@@ -11,6 +11,7 @@ pub mod gpu;
 pub mod inspect;
 pub mod manpages;
 pub mod module;
+pub mod oras;
 pub mod overlay;
 mod pack;
 mod progress;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::runtime::share::{self, ServeArgs};
+use crate::runtime::share::{self, ServeArgs, ServeHooks};
 
 /// Arguments, in the order `runtime::share` passes them.
 #[derive(Debug, clap::Args)]
@@ -25,5 +25,10 @@ pub fn run(cli: ServeCli) -> ! {
         linger: cli.linger,
         socket: cli.socket,
         fsname: cli.fsname,
+        // An image still downloading (`oras://`, `https://`) finishes before the server leaves.
+        hooks: ServeHooks {
+            open: crate::lazy::archive_path,
+            leaving: crate::lazy::finish_background,
+        },
     })
 }

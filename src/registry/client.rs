@@ -154,15 +154,30 @@ fn is_loopback(registry: &str) -> bool {
 
 impl Registry {
     pub fn new(opts: Options) -> Result<Registry, Error> {
-        // reqwest is built without a default TLS provider; another part of rsing may have
-        // installed this one already, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("rsing-registry")
             .enable_all()
             .build()
             .map_err(|e| Error::Setup(format!("tokio runtime: {e}")))?;
+        Registry::with_runtime(opts, rt)
+    }
+
+    /// A client that runs on the calling thread only (a current-thread runtime): it starts no
+    /// threads of its own, and dropping it leaves none behind (lazy starts read images with it
+    /// before rsing enters a user namespace, which a multi-threaded process cannot).
+    pub fn new_current_thread(opts: Options) -> Result<Registry, Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Setup(format!("tokio runtime: {e}")))?;
+        Registry::with_runtime(opts, rt)
+    }
+
+    fn with_runtime(opts: Options, rt: tokio::runtime::Runtime) -> Result<Registry, Error> {
+        // reqwest is built without a default TLS provider; another part of rsing may have
+        // installed this one already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Registry {
             opts,
             rt,
@@ -259,6 +274,12 @@ impl Registry {
         let conn = Arc::new(self.make_conn(registry, auth::lookup(registry)?)?);
         conns.insert(registry.to_string(), conn.clone());
         Ok(conn)
+    }
+
+    /// Makes the client for `registry` now (credentials read, TLS roots loaded), so that later
+    /// requests need no files (lazy starts read images from inside the container's root).
+    pub fn connect(&self, registry: &str) -> Result<(), Error> {
+        self.conn(registry).map(|_| ())
     }
 
     /// Uses `creds` for `registry` from now on (tests: no environment or files involved).

@@ -12,7 +12,7 @@
 
 use super::client::Conn;
 use super::errors::{first_line, with_retries, Transient};
-use super::{Error, Observer, Reference, Registry, Remote};
+use super::{Error, Observer, Reference, Registry, Remote, RemoteLayer};
 use crate::oci::Digest;
 use futures_util::StreamExt;
 use nix::fcntl::{Flock, FlockArg};
@@ -178,6 +178,17 @@ impl Registry {
         blob_dir: &Path,
         observer: &dyn Observer,
     ) -> Result<Vec<PathBuf>, Error> {
+        self.fetch_layers(r, &remote.layers, blob_dir, observer)
+    }
+
+    /// [`Registry::fetch_blobs`] for any list of blobs of `r` (an ORAS artifact's SIF layer).
+    pub fn fetch_layers(
+        &self,
+        r: &Reference,
+        layers: &[RemoteLayer],
+        blob_dir: &Path,
+        observer: &dyn Observer,
+    ) -> Result<Vec<PathBuf>, Error> {
         let conn = self.conn(&r.registry)?;
         let dir = blob_dir.join("sha256");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -188,7 +199,6 @@ impl Registry {
             dir: &dir,
             observer,
         };
-        let layers = &remote.layers;
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let results: Vec<Mutex<Option<Result<PathBuf, Error>>>> =

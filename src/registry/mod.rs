@@ -13,6 +13,7 @@
 //!   array downloads each blob once;
 //! * one-line errors that name the registry, the image and the HTTP status.
 
+mod artifact;
 pub mod auth;
 mod client;
 mod errors;
@@ -22,6 +23,7 @@ mod speed;
 #[cfg(test)]
 mod tests;
 
+pub use artifact::{SifArtifact, SIF_CONFIG_MEDIA_TYPE, SIF_LAYER_MEDIA_TYPE};
 pub use auth::{login, login_into, logout, Credentials};
 pub use client::{Options, Registry, Remote, RemoteLayer};
 pub use reference::{Reference, DOCKER_HUB};

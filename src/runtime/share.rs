@@ -304,6 +304,16 @@ pub struct ServeArgs {
     pub linger: u64,
     pub socket: PathBuf,
     pub fsname: String,
+    pub hooks: ServeHooks,
+}
+
+/// What the server does beyond serving a local file; `commands` passes those of the `lazy`
+/// module, for images that are still downloading.
+pub struct ServeHooks {
+    /// Opens the image (before the server enters its namespaces and forks: no threads).
+    pub open: fn(&Path, u64) -> Result<Archive, crate::squashfs::Error>,
+    /// Called after the last client has gone, before the server exits.
+    pub leaving: fn(),
 }
 
 /// The server process: prints `ready` (or `error: …`) on stdout, then serves until it has been
@@ -365,6 +375,7 @@ pub fn serve(args: ServeArgs) -> ! {
                 std::process::exit(1);
             }
             control_loop(&args, listener, userns, &entry);
+            (args.hooks.leaving)();
             std::process::exit(0)
         }
         Err(e) => {
@@ -411,8 +422,7 @@ impl SocketEntry {
 }
 
 fn prepare_server(args: &ServeArgs) -> Result<Prepared, String> {
-    let archive =
-        Arc::new(Archive::open_path(&args.image, args.offset).map_err(|e| e.to_string())?);
+    let archive = Arc::new((args.hooks.open)(&args.image, args.offset).map_err(|e| e.to_string())?);
     // Bind under a private name, then rename into place: a stale socket of a dead server is
     // replaced atomically, never unlinked under a live one's feet.
     let tmp = args

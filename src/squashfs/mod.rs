@@ -19,6 +19,7 @@ mod file;
 mod format;
 mod inode;
 mod metadata;
+mod source;
 pub mod write;
 mod xattr;
 
@@ -29,12 +30,12 @@ mod testutil;
 
 pub use compress::Compressor;
 pub use format::{flags, Superblock};
+pub use source::ReadAt;
 
 use cache::Lru;
 use format::{corrupt, SUPERBLOCK_SIZE};
 use metadata::{MetaBlock, MetaReader};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -239,7 +240,7 @@ pub(crate) struct XattrTable {
 
 /// An open SquashFS archive. Cheap to share between threads (`Arc<Archive>`).
 pub struct Archive {
-    file: File,
+    file: Box<dyn ReadAt>,
     offset: u64,
     sb: Superblock,
     ids: Vec<u32>,
@@ -275,7 +276,12 @@ impl std::fmt::Debug for Archive {
 impl Archive {
     /// Opens the archive that starts `offset` bytes into `file`.
     pub fn open(file: File, offset: u64) -> Result<Archive> {
-        let file_len = file.metadata()?.len();
+        Archive::open_source(Box::new(file), offset)
+    }
+
+    /// Opens the archive that starts `offset` bytes into `file`, any [`ReadAt`] source.
+    pub fn open_source(file: Box<dyn ReadAt>, offset: u64) -> Result<Archive> {
+        let file_len = file.size()?;
         if offset >= file_len || file_len - offset < 4 {
             return Err(Error::NotSquashfs);
         }

@@ -5,6 +5,7 @@
 mod cmd;
 pub mod gpu;
 mod guard;
+pub mod http;
 pub mod oci;
 pub mod registry;
 pub mod slurm;

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""A rate-limiting HTTP forwarder for bench/lazy: LISTEN_PORT UPSTREAM_HOST:PORT MB_PER_S.
+
+It stands in for a site's network between the nodes and the registry: every response body is
+sent at no more than MB_PER_S in all (one token bucket shared by all connections), and the
+bytes of blob responses are counted in the file named by RATEPROXY_COUNT (rewritten as they
+grow), so that the bench can say how much a start fetched before its command ended.
+"""
+import os, socket, sys, threading, time
+
+port, upstream, rate = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]) * 1e6
+uhost, uport = upstream.rsplit(":", 1)
+count_file = os.environ.get("RATEPROXY_COUNT")
+lock = threading.Lock()
+state = {"next": time.monotonic(), "blob": 0}
+
+
+def throttle(n):
+    with lock:
+        now = time.monotonic()
+        start = max(now, state["next"])
+        state["next"] = start + n / rate
+    delay = start + n / rate - now
+    if delay > 0:
+        time.sleep(delay)
+
+
+def count(n):
+    with lock:
+        state["blob"] += n
+        if count_file:
+            with open(count_file + ".tmp", "w") as f:
+                f.write(str(state["blob"]))
+            os.replace(count_file + ".tmp", count_file)
+
+
+def handle(client):
+    try:
+        f = client.makefile("rb")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = f.readline()
+            if not line:
+                return
+            if line.lower().startswith(b"connection:"):
+                continue
+            if line == b"\r\n":
+                head += b"connection: close\r\n"
+            head += line
+        blob = b"/blobs/" in head.split(b"\r\n", 1)[0]
+        length = 0
+        for l in head.split(b"\r\n"):
+            if l.lower().startswith(b"content-length:"):
+                length = int(l.split(b":", 1)[1])
+        up = socket.create_connection((uhost, int(uport)))
+        up.sendall(head + (f.read(length) if length else b""))
+        while True:
+            data = up.recv(65536)
+            if not data:
+                break
+            throttle(len(data))
+            if blob:
+                count(len(data))
+            client.sendall(data)
+        up.close()
+    except OSError:
+        pass
+    finally:
+        client.close()
+
+
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(128)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
