@@ -4,8 +4,11 @@
 
 use std::path::Path;
 
+/// A fuzz target's entry point, its result ignored.
+type Entry = fn(&[u8]);
+
 /// The targets and their entry points (`fuzz/fuzz_targets/*.rs`).
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Entry)] = &[
     ("sif", |d| {
         super::sif(d);
     }),
