@@ -184,3 +184,19 @@ fn sif_mutants_end_without_panic() {
     let sif = sif_around(&small_squashfs(Compressor::Gzip));
     run_mutants("SIF", &sif, 4, super::sif);
 }
+
+#[test]
+fn sif_truncated_at_every_header_and_descriptor_byte_is_refused() {
+    let sif = sif_around(&small_squashfs(Compressor::Gzip));
+    // The header (128 bytes) and the descriptor table that follows it in rsing's layout.
+    let table_end = i64::from_le_bytes(sif[96..104].try_into().unwrap()) as usize
+        + i64::from_le_bytes(sif[104..112].try_into().unwrap()) as usize;
+    assert!(table_end > 128 && table_end < sif.len());
+    for n in 0..table_end {
+        assert!(!super::sif(&sif[..n]), "a SIF cut at {n} bytes was read");
+    }
+    // Cut anywhere inside the partition: refused or read without a panic, never a hang.
+    for n in (table_end..sif.len()).step_by(97) {
+        let _ = super::sif(&sif[..n]);
+    }
+}

@@ -15,6 +15,8 @@ use std::path::Path;
 use crate::squashfs::{Archive, FileKind, Inode};
 
 #[cfg(test)]
+mod corpus_tests;
+#[cfg(test)]
 mod flip_tests;
 
 /// What one walk may read: entries visited and file bytes.

@@ -431,7 +431,18 @@ impl Registry {
             let mut stream = conn.client.pull_blob_stream(&oref, &desc).await?;
             let mut buf = Vec::new();
             while let Some(chunk) = stream.next().await {
-                buf.extend_from_slice(&chunk?);
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    // oci-client's own digest check at the end: ours follows and says more.
+                    Err(e)
+                        if e.get_ref()
+                            .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>()) =>
+                    {
+                        break
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                buf.extend_from_slice(&chunk);
                 if buf.len() as u64 > limit {
                     return Err(
                         oci_client::errors::OciDistributionError::SpecViolationError(format!(

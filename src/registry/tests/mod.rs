@@ -204,14 +204,14 @@ fn corrupt_blobs_are_refused_and_not_kept() {
         stored(&blobs)
     );
 
-    // A damaged config fails the resolve, naming the config.
+    // A damaged config fails the resolve, naming the config (at once: not retried).
     let config = env.reg.blob_data(&written.configs[0]);
     let mut text = std::fs::read(&config).unwrap();
     text[2] ^= 1;
     std::fs::write(&config, &text).unwrap();
     let err = reg.resolve(&r).unwrap_err().to_string();
     assert!(
-        err.contains(&written.configs[0]) && err.contains("does not match"),
+        err.contains(&written.configs[0]) && err.contains("content has digest"),
         "{err}"
     );
 }
