@@ -19,6 +19,7 @@ mod util;
 mod architecture; // the layering rule of docs/design.md, on the source
 mod binds; // bind mounts: -B, RSING_BIND, --home, --no-home, --pwd, default binds
 mod build; // rsing build: OCI layouts, archives, dirs, SquashFS → SIF; tree equals umoci's
+mod recipe; // rsing build from a definition file: steps, seccomp-faked chown, apt-get
 mod config; // the site config file: bind path, deny bind path, mount home/tmp
 mod contain; // --contain, --containall, --writable-tmpfs
 mod env; // environment composition and precedence

@@ -19,17 +19,19 @@ use crate::cache::AtomicFile;
 pub struct BuildArgs {
     /// Write a directory (a sandbox image) instead of a SIF file
     #[arg(short, long)]
-    sandbox: bool,
+    pub(super) sandbox: bool,
     /// Overwrite an existing target
     #[arg(short = 'F', long)]
-    force: bool,
+    pub(super) force: bool,
     #[command(flatten)]
-    convert: ConvertArgs,
+    pub(super) convert: ConvertArgs,
+    #[command(flatten)]
+    pub(super) recipe: super::recipe::RecipeArgs,
     /// The SIF file (or, with --sandbox, the directory) to write
-    target: PathBuf,
+    pub(super) target: PathBuf,
     /// docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG], a
-    /// directory, a SquashFS file or a SIF file
-    source: String,
+    /// directory, a SquashFS file, a SIF file, or a definition file (recipe.def)
+    pub(super) source: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +53,10 @@ pub struct PullArgs {
 
 pub fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<i32> {
     let progress = Arc::new(Progress::new(Mode::detect(global.quiet)));
+    if super::recipe::is_recipe(&args.source) {
+        super::recipe::build(args, &progress)?;
+        return Ok(0);
+    }
     let write = if args.sandbox {
         write_sandbox
     } else {
@@ -80,7 +86,39 @@ fn write_sandbox(
     if Path::new(source).is_dir() {
         bail!("build source {source} is a directory already: it is a sandbox as it is");
     }
-    let parent = match target.parent() {
+    let staged = crate::cache::hidden_name(target);
+    progress.say(&format!("unpacking into {}", target.display()));
+    unpack_source(source, &staged, convert, progress)?;
+    // An old target (with --force) goes only once the new tree is complete.
+    let old = crate::cache::hidden_name(target);
+    let replacing = std::fs::rename(target, &old).is_ok();
+    if let Err(e) = std::fs::rename(&staged, target) {
+        if replacing {
+            let _ = std::fs::rename(&old, target);
+        }
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e).with_context(|| format!("cannot create {}", target.display()));
+    }
+    if replacing {
+        std::fs::remove_dir_all(&old)
+            .or_else(|_| std::fs::remove_file(&old))
+            .with_context(|| format!("cannot remove the old {}", target.display()))?;
+    }
+    progress.clear();
+    progress.say(&format!("wrote {}", target.display()));
+    Ok(())
+}
+
+/// Unpacks image `source` (any `build` source but a directory) into new directory `dest`:
+/// the image is converted to a SIF first (the cached one for `docker://`, an anonymous
+/// temporary file beside `dest` otherwise). A partial `dest` is removed on failure.
+pub(super) fn unpack_source(
+    source: &str,
+    dest: &Path,
+    convert: &ConvertArgs,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<()> {
+    let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
@@ -100,31 +138,12 @@ fn write_sandbox(
         .offset;
     let archive =
         crate::squashfs::Archive::open(sif, offset).context("reading the converted image")?;
-    let staged = crate::cache::hidden_name(target);
-    progress.say(&format!("unpacking into {}", target.display()));
-    if let Err(e) = crate::convert::extract(&archive, &staged) {
+    if let Err(e) = crate::convert::extract(&archive, dest) {
         // Directories are owner-writable after extraction, so the partial tree is removable.
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(e).with_context(|| format!("unpacking into {}", target.display()));
-    }
-    // An old target (with --force) goes only once the new tree is complete.
-    let old = crate::cache::hidden_name(target);
-    let replacing = std::fs::rename(target, &old).is_ok();
-    if let Err(e) = std::fs::rename(&staged, target) {
-        if replacing {
-            let _ = std::fs::rename(&old, target);
-        }
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(e).with_context(|| format!("cannot create {}", target.display()));
-    }
-    if replacing {
-        std::fs::remove_dir_all(&old)
-            .or_else(|_| std::fs::remove_file(&old))
-            .with_context(|| format!("cannot remove the old {}", target.display()))?;
+        let _ = std::fs::remove_dir_all(dest);
+        return Err(e).with_context(|| format!("unpacking into {}", dest.display()));
     }
     drop(scratch);
-    progress.clear();
-    progress.say(&format!("wrote {}", target.display()));
     Ok(())
 }
 
@@ -172,7 +191,7 @@ fn write_image(
 }
 
 /// An existing target is only replaced with `--force`.
-fn refuse_existing(target: &Path, force: bool) -> anyhow::Result<()> {
+pub(super) fn refuse_existing(target: &Path, force: bool) -> anyhow::Result<()> {
     if target.symlink_metadata().is_ok() && !force {
         bail!(
             "{} already exists (use --force to replace it)",

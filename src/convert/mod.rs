@@ -98,13 +98,27 @@ pub fn dir_to_sif(
     out: &mut File,
     options: &ConvertOptions,
 ) -> Result<ImageSummary> {
+    dir_to_sif_owned(root, out, options, &|_, st| {
+        use std::os::unix::fs::MetadataExt;
+        (st.uid(), st.gid())
+    })
+}
+
+/// [`dir_to_sif`] with the owners of entries chosen by `owner` (a built tree: `rsing build`
+/// from a recipe).
+pub fn dir_to_sif_owned(
+    root: &std::path::Path,
+    out: &mut File,
+    options: &ConvertOptions,
+    owner: dir::OwnerOf,
+) -> Result<ImageSummary> {
     let objects = sif_out::SmallObjects {
         deffile: options.deffile.clone(),
         oci_config: Vec::new(),
         inspect: Vec::new(),
     };
     sif_out::write(out, &objects, "", options, |writer| {
-        dir::add_tree(root, writer)
+        dir::add_tree_owned(root, writer, owner)
     })
 }
 
