@@ -142,3 +142,24 @@ fn apps(root: &Path, stage: &Stage) -> Result<()> {
     }
     Ok(())
 }
+
+/// Writes generated `/.singularity.d` items (from an image config) into `root`.
+pub fn write_generated(root: &Path, items: &[crate::convert::singularity_d::Generated]) -> Result<()> {
+    use crate::convert::singularity_d::Generated;
+    for item in items {
+        match item {
+            Generated::Dir { path } => fs::create_dir_all(root.join(&path[1..]))
+                .map_err(io(format!("creating {path}")))?,
+            Generated::File { path, mode, content } => {
+                write(root, path, &String::from_utf8_lossy(content), u32::from(*mode))?
+            }
+            Generated::Symlink { path, target } => {
+                let p = root.join(&path[1..]);
+                if p.symlink_metadata().is_err() {
+                    std::os::unix::fs::symlink(target, &p).map_err(io(format!("creating {path}")))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

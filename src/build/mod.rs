@@ -6,6 +6,7 @@
 
 pub mod copy;
 pub mod deffile;
+pub mod docker;
 pub mod dockerfile;
 pub mod metadata;
 pub mod owners;
@@ -29,6 +30,12 @@ pub enum Error {
     },
     #[error("{file}:{line}: in %files: {message}")]
     Files {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{file}:{line}: {message}")]
+    Step {
         file: String,
         line: usize,
         message: String,

@@ -160,10 +160,23 @@ fn base_env() -> Vec<(String, String)> {
     env
 }
 
-fn run_script(dirs: &StageDirs, script: &Script, what: &str, cwd: &str, owners: &mut Owners) -> Result<()> {
-    let apt_conf = dirs.root.join(APT_SANDBOX);
+/// Runs `step` with the apt setting in place, carrying `owners` through it.
+pub(crate) fn run_owned(step: &Step, owners: &mut Owners) -> std::io::Result<i32> {
+    let apt_conf = step.root.join(APT_SANDBOX);
     let apt = apt_conf.parent().is_some_and(|d| d.is_dir())
+        && !apt_conf.exists()
         && std::fs::write(&apt_conf, "APT::Sandbox::User \"root\";\n").is_ok();
+    let mut inodes = owners.to_inodes(step.root);
+    let result = runner::run(step, &mut inodes);
+    if apt {
+        let _ = std::fs::remove_file(&apt_conf);
+    }
+    let status = result?;
+    *owners = Owners::from_inodes(step.root, &inodes)?;
+    Ok(status)
+}
+
+fn run_script(dirs: &StageDirs, script: &Script, what: &str, cwd: &str, owners: &mut Owners) -> Result<()> {
     let step = Step {
         root: dirs.root,
         argv: vec![
@@ -175,13 +188,8 @@ fn run_script(dirs: &StageDirs, script: &Script, what: &str, cwd: &str, owners: 
         env: base_env(),
         cwd: cwd.to_string(),
     };
-    let mut inodes = owners.to_inodes(dirs.root);
-    let result = runner::run(&step, &mut inodes);
-    if apt {
-        let _ = std::fs::remove_file(&apt_conf);
-    }
+    let result = run_owned(&step, owners);
     let status = result.map_err(io(format!("running {what}")))?;
-    *owners = Owners::from_inodes(dirs.root, &inodes).map_err(io("reading the built tree"))?;
     if status != 0 {
         return Err(failed(dirs, what, script.line, status));
     }

@@ -53,6 +53,10 @@ pub struct PullArgs {
 
 pub fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<i32> {
     let progress = Arc::new(Progress::new(Mode::detect(global.quiet)));
+    if super::recipe::is_dockerfile(&args.source) {
+        super::recipe::build_dockerfile(args, &progress)?;
+        return Ok(0);
+    }
     if super::recipe::is_recipe(&args.source) {
         super::recipe::build(args, &progress)?;
         return Ok(0);
@@ -117,7 +121,7 @@ pub(super) fn unpack_source(
     dest: &Path,
     convert: &ConvertArgs,
     progress: &Arc<Progress>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Vec<u8>>> {
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -132,6 +136,9 @@ pub(super) fn unpack_source(
         }
     };
     let image = crate::sif::SifFile::read(&sif).context("reading the converted image")?;
+    let config = image
+        .find(crate::sif::DataType::GenericJson, "oci-config.json")
+        .and_then(|d| image.read_object(&sif, d).ok());
     let offset = image
         .primary_partition()
         .context("reading the converted image")?
@@ -144,7 +151,7 @@ pub(super) fn unpack_source(
         return Err(e).with_context(|| format!("unpacking into {}", dest.display()));
     }
     drop(scratch);
-    Ok(())
+    Ok(config)
 }
 
 pub fn pull(global: &Global, args: &PullArgs) -> anyhow::Result<i32> {

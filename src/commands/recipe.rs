@@ -29,6 +29,19 @@ pub struct RecipeArgs {
     pub notest: bool,
 }
 
+/// A Dockerfile, by name: `Dockerfile`, `Dockerfile.NAME`, `NAME.dockerfile` or `Containerfile`.
+pub fn is_dockerfile(source: &str) -> bool {
+    let name = Path::new(source)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    Path::new(source).is_file()
+        && (name == "dockerfile"
+            || name == "containerfile"
+            || name.starts_with("dockerfile.")
+            || name.ends_with(".dockerfile"))
+}
+
 /// A regular file whose first line that is not blank or a comment is a `Bootstrap:` header.
 pub fn is_recipe(source: &str) -> bool {
     let path = Path::new(source);
@@ -120,7 +133,7 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
             }
             Some(source) => {
                 progress.say(&format!("stage {label}: base {source}"));
-                super::build::unpack_source(&source, &root, &args.convert, progress)
+                let _config = super::build::unpack_source(&source, &root, &args.convert, progress)
                     .with_context(|| format!("{file}:{}: base image {source}", stage.line))?;
             }
         }
@@ -158,7 +171,7 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
         let mut out = AtomicFile::create(&args.target, 0o755)
             .with_context(|| format!("cannot create {}", args.target.display()))?;
         let owner = |path: &[u8], _: &std::fs::Metadata| owners.owner(&String::from_utf8_lossy(path));
-        crate::convert::dir_to_sif_owned(&root, out.file(), &options, &owner)
+        crate::convert::dir_to_sif_owned(&root, out.file(), &options, Vec::new(), &owner)
             .with_context(|| format!("packing {}", args.target.display()))?;
         out.commit()
             .with_context(|| format!("cannot write {}", args.target.display()))?;
@@ -199,4 +212,106 @@ fn publish_dir(root: &Path, target: &Path) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&old);
     }
     std::fs::rename(&staged, target).with_context(|| format!("cannot create {}", target.display()))
+}
+
+/// FROM of a Dockerfile: a name with an rsing source prefix (`oci:`, `oci-archive:`,
+/// `docker-archive:`, `docker://`) or an existing local image file is used as it is, any other
+/// name is a registry reference.
+struct Bases<'a> {
+    convert: &'a super::fetch::ConvertArgs,
+    progress: &'a Arc<Progress>,
+}
+
+impl crate::build::docker::Bases for Bases<'_> {
+    fn unpack(&self, image: &str, dest: &Path) -> Result<Option<serde_json::Value>, String> {
+        let source = if super::fetch::is_oci_source(image)
+            || image.starts_with("docker://")
+            || Path::new(image).is_file()
+        {
+            image.to_string()
+        } else {
+            format!("docker://{image}")
+        };
+        let config = super::build::unpack_source(&source, dest, self.convert, self.progress)
+            .map_err(|e| format!("base image {source}: {e:#}"))?;
+        Ok(config
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|v| v.get("config").cloned().unwrap_or(v)))
+    }
+}
+
+/// `rsing build OUT.sif Dockerfile`: the context is the Dockerfile's directory.
+pub fn build_dockerfile(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
+    use crate::build::{docker, dockerfile};
+    let file = args.source.as_str();
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
+    let lines = dockerfile::parse(file, &text)?;
+    let build_args = build_args(&args.recipe)?;
+    super::build::refuse_existing(&args.target, args.force)?;
+    if !args.sandbox && args.target.is_dir() {
+        bail!("{} is a directory", args.target.display());
+    }
+    let context = match Path::new(file).parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let context = context
+        .canonicalize()
+        .with_context(|| format!("build context {}", context.display()))?;
+    let cache = crate::cache::Cache::locate().context("locating the cache directory")?;
+    let parent = cache.root().join("build");
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = Staging(tempdir(&parent)?);
+    let say = |what: &str| {
+        progress.clear();
+        progress.say(what);
+    };
+    let bases = Bases {
+        convert: &args.convert,
+        progress,
+    };
+    let built = docker::build(
+        &docker::Build {
+            file,
+            context: &context,
+            work: &staging.0,
+            build_args: &build_args,
+            bases: &bases,
+            say: &say,
+        },
+        &lines,
+    )?;
+    for name in &built.unused_args {
+        progress.say(&format!("rsing: warning: --build-arg {name} is not used by {file}"));
+    }
+    let facts = crate::convert::singularity_d::ImageFacts {
+        env: built.config.env_strings(),
+        entrypoint: built.config.entrypoint.clone(),
+        cmd: built.config.cmd.clone(),
+        labels: built.config.labels.clone(),
+    };
+    crate::build::metadata::write_generated(
+        &built.root,
+        &crate::convert::singularity_d::metadata_tree(&facts, &[]),
+    )?;
+    let oci = serde_json::to_vec_pretty(&built.config.to_oci()).unwrap_or_default();
+    if args.sandbox {
+        publish_dir(&built.root, &args.target)?;
+    } else {
+        progress.say("packing the image");
+        let options = args.convert.options(text.clone().into_bytes())?;
+        let mut out = AtomicFile::create(&args.target, 0o755)
+            .with_context(|| format!("cannot create {}", args.target.display()))?;
+        let owners = &built.owners;
+        let owner = |path: &[u8], _: &std::fs::Metadata| owners.owner(&String::from_utf8_lossy(path));
+        crate::convert::dir_to_sif_owned(&built.root, out.file(), &options, oci, &owner)
+            .with_context(|| format!("packing {}", args.target.display()))?;
+        out.commit()
+            .with_context(|| format!("cannot write {}", args.target.display()))?;
+    }
+    drop(staging);
+    progress.clear();
+    progress.say(&format!("wrote {}", args.target.display()));
+    Ok(())
 }

@@ -98,7 +98,7 @@ pub fn dir_to_sif(
     out: &mut File,
     options: &ConvertOptions,
 ) -> Result<ImageSummary> {
-    dir_to_sif_owned(root, out, options, &|_, st| {
+    dir_to_sif_owned(root, out, options, Vec::new(), &|_, st| {
         use std::os::unix::fs::MetadataExt;
         (st.uid(), st.gid())
     })
@@ -110,11 +110,12 @@ pub fn dir_to_sif_owned(
     root: &std::path::Path,
     out: &mut File,
     options: &ConvertOptions,
+    oci_config: Vec<u8>,
     owner: dir::OwnerOf,
 ) -> Result<ImageSummary> {
     let objects = sif_out::SmallObjects {
         deffile: options.deffile.clone(),
-        oci_config: Vec::new(),
+        oci_config,
         inspect: Vec::new(),
     };
     sif_out::write(out, &objects, "", options, |writer| {

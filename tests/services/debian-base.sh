@@ -11,11 +11,11 @@ trap 'rm -rf "$work"' EXIT
 debootstrap --variant=minbase bookworm "$work/root" http://deb.debian.org/debian >"$work/log" 2>&1 ||
     { cat "$work/log" >&2; exit 1; }
 rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"*_Packages
-tar -C "$work/root" --numeric-owner -czf "$work/layer.tar.gz" .
+tar -C "$work/root" --numeric-owner -cf "$work/layer.tar" .
 mkdir -p "$(dirname "$dest")"
 umoci init --layout "$work/oci"
 umoci new --image "$work/oci:bookworm"
-umoci raw add-layer --image "$work/oci:bookworm" "$work/layer.tar.gz"
+umoci raw add-layer --image "$work/oci:bookworm" "$work/layer.tar"
 umoci config --image "$work/oci:bookworm" --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --config.cmd /bin/bash
 chmod -R a+rX "$work/oci"
 mv "$work/oci" "$dest"
