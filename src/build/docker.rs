@@ -120,7 +120,13 @@ impl ImageConfig {
 /// Unpacks base images for FROM: `image` (a reference or an rsing source) into `dest`, which
 /// must not exist; returns the image's config object when it has one.
 pub trait Bases {
-    fn unpack(&self, image: &str, dest: &Path) -> std::result::Result<Option<Value>, String>;
+    fn unpack(&self, image: &str, dest: &Path) -> std::result::Result<Base, String>;
+}
+
+/// An unpacked base: its config object and the owners its files had (`(path, uid, gid)`).
+pub struct Base {
+    pub config: Option<Value>,
+    pub owners: Vec<(String, u32, u32)>,
 }
 
 /// Where and how to build.
@@ -154,7 +160,8 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
     let ignore = Ignore::load(b.context);
     let mut global: BTreeMap<String, String> = BTreeMap::new();
     let mut used: std::collections::BTreeSet<String> = Default::default();
-    let mut stages: HashMap<String, PathBuf> = HashMap::new();
+    let mut stages: HashMap<String, (PathBuf, ImageConfig, Owners)> = HashMap::new();
+    let mut prev_name: Option<String> = None;
     let mut current: Option<StageState> = None;
     let mut index = 0usize;
     let fail = |line: usize, message: String| Error::Step { file: b.file.to_string(), line, message };
@@ -165,21 +172,29 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
             let root = b.work.join(format!("stage-{index}"));
             index += 1;
             (b.say)(&format!("FROM {image}"));
+            let mut owners = Owners::default();
             let config = if image == "scratch" {
                 std::fs::create_dir(&root).map_err(io("creating a stage root"))?;
                 ImageConfig::default()
-            } else if let Some(earlier) = stages.get(&image.to_ascii_lowercase()) {
+            } else if let Some((earlier, config, o)) = stages.get(&image.to_ascii_lowercase()) {
                 copy_tree(earlier, &root).map_err(io(format!("copying stage {image}")))?;
-                ImageConfig::default()
+                owners = o.clone();
+                config.clone()
             } else {
-                let config = b.bases.unpack(&image, &root).map_err(|m| fail(line, m))?;
-                config.as_ref().map(ImageConfig::from_oci).unwrap_or_default()
+                let base = b.bases.unpack(&image, &root).map_err(|m| fail(line, m))?;
+                for (p, u, g) in base.owners {
+                    owners.by_path.insert(p, (u, g));
+                }
+                base.config.as_ref().map(ImageConfig::from_oci).unwrap_or_default()
             };
             super::metadata::prepare(&root)?;
-            if let Some(name) = name {
-                stages.insert(name.clone(), root.clone());
+            if let Some(prev) = current.take() {
+                if let Some(n) = prev_name.take() {
+                    stages.insert(n, (prev.root, prev.config, prev.owners));
+                }
             }
-            current = Some(StageState { root, config, owners: Owners::default(), args: BTreeMap::new() });
+            prev_name = name.clone();
+            current = Some(StageState { root, config, owners, args: BTreeMap::new() });
             continue;
         }
         let Some(st) = current.as_mut() else {
@@ -303,14 +318,14 @@ fn copy(
     b: &Build,
     st: &mut StageState,
     c: &Copy,
-    stages: &HashMap<String, PathBuf>,
+    stages: &HashMap<String, (PathBuf, ImageConfig, Owners)>,
     ignore: &Ignore,
     vars: &HashMap<String, String>,
 ) -> std::result::Result<(), String> {
     let lookup = |k: &str| vars.get(k).cloned();
     let what = if c.add { "ADD" } else { "COPY" };
     let from_root = match &c.from {
-        Some(name) => Some(stages.get(name).ok_or(format!("{what} --from={name}: no earlier stage of that name"))?.clone()),
+        Some(name) => Some(stages.get(name).ok_or(format!("{what} --from={name}: no earlier stage of that name"))?.0.clone()),
         None => None,
     };
     let mut sources: Vec<PathBuf> = Vec::new();

@@ -121,7 +121,7 @@ pub(super) fn unpack_source(
     dest: &Path,
     convert: &ConvertArgs,
     progress: &Arc<Progress>,
-) -> anyhow::Result<Option<Vec<u8>>> {
+) -> anyhow::Result<Unpacked> {
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -145,13 +145,23 @@ pub(super) fn unpack_source(
         .offset;
     let archive =
         crate::squashfs::Archive::open(sif, offset).context("reading the converted image")?;
-    if let Err(e) = crate::convert::extract(&archive, dest) {
-        // Directories are owner-writable after extraction, so the partial tree is removable.
-        let _ = std::fs::remove_dir_all(dest);
-        return Err(e).with_context(|| format!("unpacking into {}", dest.display()));
-    }
+    let owners = match crate::convert::extract_owned(&archive, dest) {
+        Ok(owners) => owners,
+        Err(e) => {
+            // Directories are owner-writable after extraction, so the partial tree is removable.
+            let _ = std::fs::remove_dir_all(dest);
+            return Err(e).with_context(|| format!("unpacking into {}", dest.display()));
+        }
+    };
     drop(scratch);
-    Ok(config)
+    Ok(Unpacked { config, owners })
+}
+
+/// What [`unpack_source`] learnt: the image's `oci-config.json` and the owners that the
+/// unprivileged unpack could not keep (`(path, uid, gid)`, entries not owned by root).
+pub(super) struct Unpacked {
+    pub config: Option<Vec<u8>>,
+    pub owners: Vec<(String, u32, u32)>,
 }
 
 pub fn pull(global: &Global, args: &PullArgs) -> anyhow::Result<i32> {

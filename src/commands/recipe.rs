@@ -119,6 +119,7 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
     let context = std::env::current_dir().context("the working directory")?;
     let mut roots: HashMap<String, PathBuf> = HashMap::new();
     let mut owners = Owners::default();
+    let mut base_owners: Vec<(String, u32, u32)> = Vec::new();
     let last = recipe.stages.len() - 1;
     for (i, stage) in recipe.stages.iter().enumerate() {
         let label = stage.name.clone().unwrap_or_else(|| format!("{}", i + 1));
@@ -133,11 +134,15 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
             }
             Some(source) => {
                 progress.say(&format!("stage {label}: base {source}"));
-                let _config = super::build::unpack_source(&source, &root, &args.convert, progress)
+                let unpacked = super::build::unpack_source(&source, &root, &args.convert, progress)
                     .with_context(|| format!("{file}:{}: base image {source}", stage.line))?;
+                base_owners = unpacked.owners;
             }
         }
         owners = Owners::default();
+        for (path, uid, gid) in std::mem::take(&mut base_owners) {
+            owners.by_path.insert(path, (uid, gid));
+        }
         let dirs = StageDirs {
             root: &root,
             file,
@@ -223,7 +228,7 @@ struct Bases<'a> {
 }
 
 impl crate::build::docker::Bases for Bases<'_> {
-    fn unpack(&self, image: &str, dest: &Path) -> Result<Option<serde_json::Value>, String> {
+    fn unpack(&self, image: &str, dest: &Path) -> Result<crate::build::docker::Base, String> {
         let source = if super::fetch::is_oci_source(image)
             || image.starts_with("docker://")
             || Path::new(image).is_file()
@@ -232,11 +237,16 @@ impl crate::build::docker::Bases for Bases<'_> {
         } else {
             format!("docker://{image}")
         };
-        let config = super::build::unpack_source(&source, dest, self.convert, self.progress)
+        let unpacked = super::build::unpack_source(&source, dest, self.convert, self.progress)
             .map_err(|e| format!("base image {source}: {e:#}"))?;
-        Ok(config
+        let config = unpacked
+            .config
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .map(|v| v.get("config").cloned().unwrap_or(v)))
+            .map(|v| v.get("config").cloned().unwrap_or(v));
+        Ok(crate::build::docker::Base {
+            config,
+            owners: unpacked.owners,
+        })
     }
 }
 

@@ -124,7 +124,7 @@ pub fn dir_to_sif_owned(
 }
 
 pub use dir::wrap_squashfs;
-pub use extract::extract;
+pub use extract::{extract, extract_owned};
 
 /// The `config` object of an image config (what Apptainer stores as `oci-config.json`).
 fn config_object(raw: &[u8]) -> Result<serde_json::Value> {
