@@ -101,7 +101,7 @@ Bootstrap: localimage\nFrom: {base}\nStage: final\n\n\
         "run: hi someone a b"
     );
     assert_eq!(
-        t.exec(&img, ["cat", "/.singularity.d/runscript.help"]).stdout_str(),
+        t.exec(&img, ["cat", "/.singularity.d/runscript.help"]).stdout_str().trim(),
         "How to use this image."
     );
     let labels = t.rsing().args(["inspect", "--labels"]).arg(&img).stdout_str();
@@ -204,4 +204,85 @@ echo 'export FROM_POST=yes' >> $APPTAINER_ENVIRONMENT\n\n\
     assert!(home.contains(" 2345/2345 "), "useradd -m chowns the home: {home}");
     // apt's own cache directory belongs to _apt (chowned by apt's maintainer scripts).
     assert!(!tree.contains("00rsing-build-sandbox"), "the apt setting must not stay in the image");
+}
+
+/// The same through a Dockerfile: two stages (COPY --from with a symlink), RUN apt-get,
+/// ARG/--build-arg, ENV, COPY globs and .dockerignore, --chown to a user made by RUN,
+/// WORKDIR, USER, LABEL, ENTRYPOINT + CMD.
+#[test]
+fn dockerfile_two_stages_apt_copy_chown_entrypoint() {
+    let t = TestEnv::new();
+    if !Path::new(DEBIAN).join("index.json").exists() || !have_tools(&["unsquashfs"]) {
+        missing(&format!("{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"));
+        return;
+    }
+    t.write(
+        "work/ctx/Dockerfile",
+        &format!(
+            "ARG BASE=oci:{DEBIAN}:bookworm\n\
+FROM ${{BASE}} AS build\n\
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends hello\n\
+RUN mkdir -p /out && cp /usr/bin/hello /out/ && ln -s hello /out/hi\n\n\
+FROM ${{BASE}}\n\
+ARG GREETING=hey\n\
+ENV GREETING=$GREETING\n\
+COPY --from=build /out /opt/bin\n\
+COPY *.txt /data/\n\
+RUN [\"useradd\", \"-u\", \"3456\", \"app\"]\n\
+COPY --chown=app:app owned.dat /data/owned.dat\n\
+WORKDIR /data\n\
+USER app\n\
+LABEL org.example.x=y\n\
+EXPOSE 8080\n\
+ENTRYPOINT [\"/opt/bin/hello\", \"-g\"]\n\
+CMD [\"default greeting\"]\n"
+        ),
+    );
+    t.write("work/ctx/a.txt", "a\n");
+    t.write("work/ctx/b.txt", "b\n");
+    t.write("work/ctx/secret.txt", "no\n");
+    t.write("work/ctx/.dockerignore", "# not this one\nsecret.txt\n");
+    t.write("work/ctx/owned.dat", "o\n");
+    let img = t.dir.join("d.sif");
+    build(&t)
+        .args(["--build-arg", "GREETING=hello"])
+        .arg(&img)
+        .arg(t.dir.join("work/ctx/Dockerfile"))
+        .assert_exit(0);
+    assert_no_staging(&t);
+    assert_eq!(t.rsing().arg("run").arg(&img).stdout_str(), "default greeting");
+    assert_eq!(t.rsing().arg("run").arg(&img).arg("given").stdout_str(), "given");
+    assert_eq!(t.sh(&img, "ls /data | tr '\\n' ' '; echo $GREETING; readlink /opt/bin/hi"), "a.txt b.txt owned.dat hello\nhello");
+    let labels = t.rsing().args(["inspect", "--labels"]).arg(&img).stdout_str();
+    assert!(labels.contains("org.example.x"), "{labels}");
+    let config = t.rsing().args(["inspect", "--oci-config"]).arg(&img).stdout_str();
+    assert!(config.contains("8080/tcp") && config.contains("\"User\": \"app\""), "{config}");
+    let tree = unsquashfs_lln(&img);
+    let owned = tree.lines().find(|l| l.ends_with("/data/owned.dat")).expect("owned.dat");
+    assert!(owned.contains(" 3456/3456 "), "{owned}");
+}
+
+#[test]
+fn bad_dockerfiles_fail_with_one_error_and_leave_nothing() {
+    let t = TestEnv::new();
+    let Some(sif) = crate::fixtures::get(Fixture::Sif) else { return };
+    let from = format!("FROM {}\n", p(&sif));
+    t.write("work/ctx/present.txt", "x\n");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("instr", format!("{from}FROBNICATE x\n"), "Dockerfile:2: unsupported instruction FROBNICATE"),
+        ("nofrom", "RUN true\n".into(), "Dockerfile:1: the first instruction must be FROM"),
+        ("missing", format!("{from}COPY missing.txt /x\n"), "Dockerfile:2: COPY missing.txt: no such file or directory"),
+        ("escape", format!("{from}COPY ../outside /x\n"), "Dockerfile:2: COPY ../outside: outside the build context"),
+        ("run", format!("{from}RUN echo run-output-here; exit 5\n"), "RUN echo run-output-here; exit 5 failed with exit status 5 (ctx/Dockerfile:2)"),
+    ];
+    for (what, text, message) in cases {
+        t.write("work/ctx/Dockerfile", &text);
+        let img = t.dir.join(format!("{what}.sif"));
+        let out = build(&t).arg("-q").arg(&img).arg("ctx/Dockerfile").assert_fails_naming(message);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("rsing: error:")).collect();
+        assert_eq!(errors.len(), 1, "{what}: {stderr}");
+        assert!(!img.exists(), "{what}: output written");
+        assert_no_staging(&t);
+    }
 }
