@@ -101,9 +101,10 @@ Bootstrap: localimage\nFrom: {base}\nStage: final\n\n\
         "run: hi someone a b"
     );
     assert_eq!(
-        t.exec(&img, ["cat", "/.singularity.d/runscript.help"]).stdout_str().trim(),
+        t.rsing().arg("run-help").arg(&img).stdout_str().trim(),
         "How to use this image."
     );
+    t.rsing().arg("test").arg(&img).assert_exit(0);
     let labels = t.rsing().args(["inspect", "--labels"]).arg(&img).stdout_str();
     assert!(labels.contains("org.example.kind") && labels.contains("recipe-test"), "{labels}");
     assert!(labels.contains("post.label"), "{labels}");
@@ -136,6 +137,8 @@ fn failing_test_section_fails_the_build_unless_notest() {
     assert_no_staging(&t);
     build(&t).arg("--notest").arg(&img).arg(&def).assert_exit(0);
     assert!(img.exists());
+    // `rsing test` runs the same script and passes its status through.
+    t.rsing().arg("test").arg(&img).assert_exit(3);
 }
 
 #[test]

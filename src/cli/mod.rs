@@ -58,6 +58,24 @@ enum ContainerCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the image's test script (the %test section of its definition file)
+    Test {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
+        image: String,
+    },
+    /// Show the image's help (the %help section of its definition file)
+    #[command(name = "run-help")]
+    RunHelp {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        /// Show this SCIF app's help instead
+        #[arg(long, value_name = "NAME")]
+        app: Option<String>,
+        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
+        image: String,
+    },
     /// Start an interactive shell inside an image
     Shell {
         #[command(flatten)]
@@ -172,6 +190,22 @@ pub fn main() -> u8 {
             shell,
             image,
         }) => exec::run(&global, &runtime, &image, Action::Shell(shell)),
+        Command::Container(ContainerCommand::Test { runtime, image }) => exec::run(
+            &global,
+            &runtime,
+            &image,
+            Action::Exec(crate::commands::recipe::TEST_COMMAND.map(String::from).to_vec()),
+        ),
+        Command::Container(ContainerCommand::RunHelp {
+            runtime,
+            app,
+            image,
+        }) => exec::run(
+            &global,
+            &runtime,
+            &image,
+            Action::Exec(crate::commands::recipe::help_command(app.as_deref())),
+        ),
         Command::Build(args) => crate::commands::build::build(&global, &args),
         Command::Pull(args) => crate::commands::build::pull(&global, &args),
         Command::Cache(cmd) => crate::commands::cache::run(&cmd),

@@ -10,7 +10,7 @@ pub mod inspect;
 pub mod module;
 mod pack;
 mod progress;
-mod recipe;
+pub mod recipe;
 pub mod registry;
 pub mod serve;
 pub mod sif;
