@@ -289,3 +289,43 @@ fn bad_dockerfiles_fail_with_one_error_and_leave_nothing() {
         assert_no_staging(&t);
     }
 }
+
+/// The examples in definitions/, each built with its Debian base swapped for the local one
+/// (no registry is reachable from the tests) and its %test run by the build.
+#[test]
+fn definitions_examples_build_and_run() {
+    let t = TestEnv::new();
+    if !Path::new(DEBIAN).join("index.json").exists() || !have_tools(&["unsquashfs"]) {
+        missing(&format!("{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"));
+        return;
+    }
+    let Some(sif) = crate::fixtures::get(Fixture::Sif) else { return };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("definitions");
+    let localize = |name: &str| -> String {
+        std::fs::read_to_string(repo.join(name))
+            .expect("reading the example")
+            .replace("Bootstrap: docker\nFrom: debian:bookworm-slim", &format!("Bootstrap: oci\nFrom: {DEBIAN}:bookworm"))
+            .replace("FROM debian:bookworm-slim", &format!("FROM oci:{DEBIAN}:bookworm"))
+            .replace("BootStrap: docker\nFrom: busybox:1.36", &format!("Bootstrap: localimage\nFrom: {}", p(&sif)))
+    };
+    let built = |name: &str, file: &str| -> PathBuf {
+        let src = t.write(&format!("work/{file}"), &localize(name));
+        let img = t.dir.join(format!("{name}.sif"));
+        build(&t).arg(&img).arg(&src).assert_exit(0);
+        assert_no_staging(&t);
+        img
+    };
+    let bb = built("busybox.def", "busybox.def");
+    assert_eq!(t.rsing().arg("run").arg(&bb).arg("x").stdout_str(), "hello from rsing: x");
+    let py = built("python-numpy.def", "python-numpy.def");
+    t.write("work/s.py", "import numpy, sys; print(int(numpy.ones(3).sum()), sys.argv[1])\n");
+    assert_eq!(t.rsing().arg("run").arg(&py).args(["s.py", "arg"]).stdout_str(), "3 arg");
+    let pyd = built("python-numpy.Dockerfile", "py/python-numpy.Dockerfile");
+    assert_eq!(t.rsing().arg("run").arg(&pyd).args(["s.py", "d"]).stdout_str(), "3 d");
+    let ms = built("multi-stage.def", "multi-stage.def");
+    assert_eq!(t.rsing().arg("run").arg(&ms).arg("rsing").stdout_str(), "hello from rsing");
+    assert!(
+        !t.exec(&ms, ["sh", "-c", "command -v gcc"]).run().status.success(),
+        "the compiler stayed in the build stage"
+    );
+}

@@ -359,7 +359,13 @@ fn script(section: &Section) -> Result<Script, (usize, String, String)> {
 }
 
 /// Stores a finished section into `stage`.
-fn store(stage: &mut Stage, section: Section) -> Result<(), (usize, String, String)> {
+fn store(stage: &mut Stage, mut section: Section) -> Result<(), (usize, String, String)> {
+    // Blank lines before the next section are not part of this one.
+    let kept = section.body.trim_end().len();
+    section.body.truncate(kept);
+    if kept > 0 {
+        section.body.push('\n');
+    }
     let kind = section.kind.clone();
     let fail = |line: usize, message: String| (line, kind.clone(), message);
     let text = Some(section.body.clone());

@@ -99,3 +99,22 @@ fn errors_name_file_line_and_section() {
         "x.def:3: in %post: unexpected words after %post: -x"
     );
 }
+
+#[test]
+fn every_example_in_definitions_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("definitions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.display().to_string();
+        if name.ends_with(".def") {
+            parse(&name, &text, &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        } else if name.ends_with("Dockerfile") {
+            crate::build::dockerfile::parse(&name, &text).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 6, "only {n} examples");
+}
