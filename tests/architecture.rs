@@ -10,9 +10,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "commands",
         &[
             "image", "runtime", "tree", "squashfs", "sif", "oci", "registry", "convert", "cache",
-            "gpu",
+            "gpu", "build",
         ],
     ),
+    ("build", &["convert"]),
     ("convert", &["oci", "squashfs", "sif"]),
     ("registry", &["oci"]),
     ("oci", &[]),
