@@ -24,9 +24,19 @@ fn p(path: &Path) -> String {
 /// The staging area must be empty after every build, good or bad.
 fn assert_no_staging(t: &TestEnv) {
     let dir = t.dir.join("cache/build");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let list = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    // `steps/` is the build cache; a half-written cache entry is a `.tmp-*` in it.
+    let left: Vec<PathBuf> = list(&dir)
+        .into_iter()
+        .filter(|p| !p.ends_with("steps"))
+        .chain(list(&dir.join("steps")).into_iter().filter(|p| {
+            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        }))
+        .collect();
     assert!(left.is_empty(), "staging directories left behind: {left:?}");
 }
 
@@ -328,4 +338,55 @@ fn definitions_examples_build_and_run() {
         !t.exec(&ms, ["sh", "-c", "command -v gcc"]).run().status.success(),
         "the compiler stayed in the build stage"
     );
+}
+
+/// The build cache: a rebuild after editing the last step re-runs only that step (the earlier
+/// steps' stamps stay the same), `--no-cache` re-runs everything, `rsing cache list` shows the
+/// entries. Definition files are cached per stage.
+#[test]
+fn build_cache_reruns_only_the_changed_step() {
+    let t = TestEnv::new();
+    let Some(sif) = crate::fixtures::get(Fixture::Sif) else { return };
+    let stamp = |img: &Path, file: &str| t.exec(img, ["cat", file]).stdout_str();
+    let dockerfile = |last: &str| {
+        format!(
+            "FROM {}\nRUN head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /stamp1\nCOPY data.txt /data.txt\nRUN echo {last} > /last\n",
+            p(&sif)
+        )
+    };
+    t.write("work/ctx/data.txt", "data\n");
+    t.write("work/ctx/Dockerfile", &dockerfile("one"));
+    let (a, b, c) = (t.dir.join("a.sif"), t.dir.join("b.sif"), t.dir.join("c.sif"));
+    build(&t).arg(&a).arg("ctx/Dockerfile").assert_exit(0);
+    t.write("work/ctx/Dockerfile", &dockerfile("two"));
+    let out = build(&t).arg(&b).arg("ctx/Dockerfile").assert_exit(0);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("(cached)"), "{log}");
+    assert_eq!(stamp(&a, "/stamp1"), stamp(&b, "/stamp1"), "the first RUN ran again");
+    assert_eq!(stamp(&b, "/last"), "two");
+    build(&t).args(["--no-cache"]).arg(&c).arg("ctx/Dockerfile").assert_exit(0);
+    assert_ne!(stamp(&a, "/stamp1"), stamp(&c, "/stamp1"), "--no-cache used the cache");
+    // A changed COPY source invalidates the COPY and what follows, not the RUN before it.
+    t.write("work/ctx/data.txt", "new data\n");
+    build(&t).arg("-F").arg(&c).arg("ctx/Dockerfile").assert_exit(0);
+    assert_eq!(stamp(&c, "/data.txt"), "new data");
+    assert_eq!(stamp(&a, "/stamp1"), stamp(&c, "/stamp1"));
+    let list = t.rsing().env("RSING_CACHEDIR", t.dir.join("cache")).args(["cache", "list"]).stdout_str();
+    assert!(list.contains("build"), "{list}");
+
+    // Definition files: editing %runscript reuses the stage (its %post does not run again).
+    let def = |run: &str| {
+        format!(
+            "Bootstrap: localimage\nFrom: {}\n%post\n    head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /stamp1\n%runscript\n    echo {run}\n",
+            p(&sif)
+        )
+    };
+    t.write("work/c.def", &def("one"));
+    let (d, e) = (t.dir.join("d.sif"), t.dir.join("e.sif"));
+    build(&t).arg(&d).arg("c.def").assert_exit(0);
+    t.write("work/c.def", &def("two"));
+    build(&t).arg(&e).arg("c.def").assert_exit(0);
+    assert_eq!(stamp(&d, "/stamp1"), stamp(&e, "/stamp1"));
+    assert_eq!(t.rsing().arg("run").arg(&e).stdout_str(), "two");
+    assert_no_staging(&t);
 }

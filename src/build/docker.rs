@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use super::cache::{content_hash, key as step_key, StepCache};
 use super::copy::{copy_tree, in_root};
 use super::dockerfile::{expand, Command, Copy, Instruction, Line};
 use super::owners::Owners;
@@ -121,6 +122,8 @@ impl ImageConfig {
 /// must not exist; returns the image's config object when it has one.
 pub trait Bases {
     fn unpack(&self, image: &str, dest: &Path) -> std::result::Result<Base, String>;
+    /// The config of the base unpacked last for `image`.
+    fn config_of(&self, image: &str) -> Option<Value>;
 }
 
 /// An unpacked base: its config object and the owners its files had (`(path, uid, gid)`).
@@ -138,6 +141,7 @@ pub struct Build<'a> {
     pub build_args: &'a BTreeMap<String, String>,
     pub bases: &'a dyn Bases,
     pub say: &'a dyn Fn(&str),
+    pub cache: &'a StepCache,
 }
 
 /// What a build made: the last stage's root, its config and the recorded ownership.
@@ -154,13 +158,48 @@ struct StageState {
     config: ImageConfig,
     owners: Owners,
     args: BTreeMap<String, String>,
+    /// The cache key of everything so far.
+    key: String,
+    /// The root is not made yet: it is this base, or this cached snapshot.
+    pending: Option<Pending>,
+}
+
+enum Pending {
+    Base(String),
+    Snapshot(String),
+}
+
+/// Makes a pending root real.
+fn materialize(b: &Build, st: &mut StageState, line: usize) -> Result<()> {
+    match st.pending.take() {
+        None => return Ok(()),
+        Some(Pending::Base(image)) => {
+            let base = b.bases.unpack(&image, &st.root).map_err(|message| Error::Step {
+                file: b.file.to_string(),
+                line,
+                message,
+            })?;
+            st.owners = Owners::default();
+            for (p, u, g) in base.owners {
+                st.owners.by_path.insert(p, (u, g));
+            }
+        }
+        Some(Pending::Snapshot(key)) => {
+            st.owners = b.cache.restore(&key, &st.root).map_err(io("restoring a cached step"))?;
+        }
+    }
+    super::metadata::prepare(&st.root)?;
+    if !st.config.workdir.is_empty() {
+        std::fs::create_dir_all(in_root(&st.root, &st.config.workdir)).map_err(io("WORKDIR"))?;
+    }
+    Ok(())
 }
 
 pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
     let ignore = Ignore::load(b.context);
     let mut global: BTreeMap<String, String> = BTreeMap::new();
     let mut used: std::collections::BTreeSet<String> = Default::default();
-    let mut stages: HashMap<String, (PathBuf, ImageConfig, Owners)> = HashMap::new();
+    let mut stages: HashMap<String, (PathBuf, ImageConfig, Owners, String)> = HashMap::new();
     let mut prev_name: Option<String> = None;
     let mut current: Option<StageState> = None;
     let mut index = 0usize;
@@ -169,32 +208,45 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
         let line = l.line;
         if let Instruction::From { image, name } = &l.instruction {
             let image = expand(image, &|k| global.get(k).cloned());
+            if let Some(mut prev) = current.take() {
+                materialize(b, &mut prev, line)?;
+                if let Some(n) = prev_name.take() {
+                    stages.insert(n, (prev.root, prev.config, prev.owners, prev.key));
+                }
+            }
             let root = b.work.join(format!("stage-{index}"));
             index += 1;
             (b.say)(&format!("FROM {image}"));
-            let mut owners = Owners::default();
-            let config = if image == "scratch" {
-                std::fs::create_dir(&root).map_err(io("creating a stage root"))?;
-                ImageConfig::default()
-            } else if let Some((earlier, config, o)) = stages.get(&image.to_ascii_lowercase()) {
-                copy_tree(earlier, &root).map_err(io(format!("copying stage {image}")))?;
-                owners = o.clone();
-                config.clone()
-            } else {
-                let base = b.bases.unpack(&image, &root).map_err(|m| fail(line, m))?;
-                for (p, u, g) in base.owners {
-                    owners.by_path.insert(p, (u, g));
-                }
-                base.config.as_ref().map(ImageConfig::from_oci).unwrap_or_default()
+            let args_text = format!("{:?}", b.build_args);
+            let mut st = StageState {
+                root,
+                config: ImageConfig::default(),
+                owners: Owners::default(),
+                args: BTreeMap::new(),
+                key: step_key("", &[b"FROM", image.as_bytes(), args_text.as_bytes()]),
+                pending: None,
             };
-            super::metadata::prepare(&root)?;
-            if let Some(prev) = current.take() {
-                if let Some(n) = prev_name.take() {
-                    stages.insert(n, (prev.root, prev.config, prev.owners));
-                }
+            if image == "scratch" {
+                std::fs::create_dir(&st.root).map_err(io("creating a stage root"))?;
+                super::metadata::prepare(&st.root)?;
+            } else if let Some((earlier, config, o, k)) = stages.get(&image.to_ascii_lowercase()) {
+                copy_tree(earlier, &st.root).map_err(io(format!("copying stage {image}")))?;
+                st.owners = o.clone();
+                st.config = config.clone();
+                st.key = step_key(k, &[b"FROM stage", args_text.as_bytes()]);
+            } else if let (true, Some(config)) = (b.cache.has(&st.key), b.cache.config(&st.key)) {
+                // The base is unpacked only if a step has to run on it.
+                st.config = ImageConfig::from_oci(&config);
+                st.pending = Some(Pending::Base(image.clone()));
+            } else {
+                st.pending = Some(Pending::Base(image.clone()));
+                materialize(b, &mut st, line)?;
+                let config = b.bases.config_of(&image);
+                st.config = config.as_ref().map(ImageConfig::from_oci).unwrap_or_default();
+                b.cache.save(&st.key, None, &Owners::default(), Some(&config.unwrap_or(Value::Null)));
             }
             prev_name = name.clone();
-            current = Some(StageState { root, config, owners, args: BTreeMap::new() });
+            current = Some(st);
             continue;
         }
         let Some(st) = current.as_mut() else {
@@ -208,6 +260,7 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
             }
             continue;
         };
+        st.key = step_key(&st.key, &[format!("{:?}", l.instruction).as_bytes()]);
         let lookup = |k: &str| -> Option<String> {
             st.config.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).or_else(|| st.args.get(k).cloned())
         };
@@ -235,7 +288,9 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
             Instruction::Workdir(dir) => {
                 let dir = expand(dir, &lookup);
                 let dir = if dir.starts_with('/') { dir } else { format!("{}/{dir}", st.config.workdir.trim_end_matches('/')) };
-                std::fs::create_dir_all(in_root(&st.root, &dir)).map_err(io(format!("WORKDIR {dir}")))?;
+                if st.pending.is_none() {
+                    std::fs::create_dir_all(in_root(&st.root, &dir)).map_err(io(format!("WORKDIR {dir}")))?;
+                }
                 st.config.workdir = dir;
             }
             Instruction::User(user) => st.config.user = expand(user, &lookup),
@@ -264,6 +319,12 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                     Command::Shell(s) => s.clone(),
                     Command::Exec(v) => v.join(" "),
                 };
+                if b.cache.has(&st.key) {
+                    (b.say)(&format!("RUN {text} (cached)"));
+                    st.pending = Some(Pending::Snapshot(st.key.clone()));
+                    continue;
+                }
+                materialize(b, st, line)?;
                 (b.say)(&format!("RUN {text}"));
                 let mut env: Vec<(String, String)> = st.config.env.clone();
                 for (k, v) in &st.args {
@@ -281,15 +342,27 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                 if status != 0 {
                     return Err(Error::StepFailed { what: format!("RUN {text}"), status, file: b.file.to_string(), line });
                 }
+                b.cache.save(&st.key, Some(&st.root), &st.owners, None);
             }
             Instruction::Copy(c) => {
                 let what = if c.add { "ADD" } else { "COPY" };
+                let vars = lookup_owned(&st.config, &st.args);
+                let sources = sources(b, c, &stages, &ignore, &vars).map_err(|m| fail(line, m))?;
+                st.key = step_key(&st.key, &[content_hash(&sources).as_bytes()]);
+                if b.cache.has(&st.key) {
+                    (b.say)(&format!("{what} {} {} (cached)", c.sources.join(" "), c.dest));
+                    st.pending = Some(Pending::Snapshot(st.key.clone()));
+                    continue;
+                }
+                materialize(b, st, line)?;
                 (b.say)(&format!("{what} {} {}", c.sources.join(" "), c.dest));
-                copy(b, st, c, &stages, &ignore, &lookup_owned(&st.config, &st.args)).map_err(|m| fail(line, m))?;
+                copy(st, c, sources, &vars).map_err(|m| fail(line, m))?;
+                b.cache.save(&st.key, Some(&st.root), &st.owners, None);
             }
         }
     }
-    let st = current.ok_or_else(|| fail(1, "no FROM instruction".into()))?;
+    let mut st = current.ok_or_else(|| fail(1, "no FROM instruction".into()))?;
+    materialize(b, &mut st, lines.last().map(|l| l.line).unwrap_or(1))?;
     let unused_args = b.build_args.keys().filter(|k| !used.contains(*k)).cloned().collect();
     Ok(Built { root: st.root, config: st.config, owners: st.owners, unused_args })
 }
@@ -313,15 +386,14 @@ fn argv(c: &Command, config: &ImageConfig) -> Vec<String> {
     }
 }
 
-/// COPY/ADD.
-fn copy(
+/// The paths COPY/ADD copies (globs expanded, `.dockerignore` applied).
+fn sources(
     b: &Build,
-    st: &mut StageState,
     c: &Copy,
-    stages: &HashMap<String, (PathBuf, ImageConfig, Owners)>,
+    stages: &HashMap<String, (PathBuf, ImageConfig, Owners, String)>,
     ignore: &Ignore,
     vars: &HashMap<String, String>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Vec<PathBuf>, String> {
     let lookup = |k: &str| vars.get(k).cloned();
     let what = if c.add { "ADD" } else { "COPY" };
     let from_root = match &c.from {
@@ -348,6 +420,18 @@ fn copy(
         }
         sources.extend(matched);
     }
+    Ok(sources)
+}
+
+/// COPY/ADD of `sources` into the stage.
+fn copy(
+    st: &mut StageState,
+    c: &Copy,
+    sources: Vec<PathBuf>,
+    vars: &HashMap<String, String>,
+) -> std::result::Result<(), String> {
+    let lookup = |k: &str| vars.get(k).cloned();
+    let what = if c.add { "ADD" } else { "COPY" };
     let dest = expand(&c.dest, &lookup);
     let dest = if dest.starts_with('/') { dest } else { format!("{}/{dest}", if st.config.workdir.is_empty() { "" } else { st.config.workdir.trim_end_matches('/') }) };
     let into_dir = dest.ends_with('/') || sources.len() > 1;

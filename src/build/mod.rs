@@ -4,6 +4,7 @@
 //! [`seccomp`] fakes and the [`owners`] record), writes `/.singularity.d` ([`metadata`]), and
 //! hands the tree back to be packed into SquashFS/SIF with the recorded ownership.
 
+pub mod cache;
 pub mod copy;
 pub mod deffile;
 pub mod docker;

@@ -27,6 +27,13 @@ pub struct RecipeArgs {
     /// Do not run the %test section at the end of the build
     #[arg(long = "notest")]
     pub notest: bool,
+    /// Run every step, ignoring and not filling the build cache
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+}
+
+fn step_cache(cache: &crate::cache::Cache, args: &RecipeArgs) -> crate::build::cache::StepCache {
+    crate::build::cache::StepCache::new((!args.no_cache).then(|| cache.root().join("build/steps")))
 }
 
 /// `rsing test IMAGE`: the image's `/.singularity.d/test`, as Apptainer runs it (a missing
@@ -143,12 +150,22 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
     let staging = Staging(work);
     let context = std::env::current_dir().context("the working directory")?;
     let mut roots: HashMap<String, PathBuf> = HashMap::new();
+    let mut keys: HashMap<String, String> = HashMap::new();
+    let steps = step_cache(&cache, &args.recipe);
+    let args_text = format!("{:?}", build_args(&args.recipe)?);
     let mut owners = Owners::default();
     let mut base_owners: Vec<(String, u32, u32)> = Vec::new();
     let last = recipe.stages.len() - 1;
     for (i, stage) in recipe.stages.iter().enumerate() {
         let label = stage.name.clone().unwrap_or_else(|| format!("{}", i + 1));
         let root = staging.0.join(format!("stage-{i}"));
+        let key = stage_key(stage, &context, &keys, &args_text);
+        if steps.has(&key) {
+            progress.say(&format!("stage {label}: cached"));
+            owners = steps
+                .restore(&key, &root)
+                .with_context(|| format!("restoring cached stage {label}"))?;
+        } else {
         match stage.bootstrap.source(&stage.from) {
             None => std::fs::create_dir(&root)
                 .with_context(|| format!("cannot create {}", root.display()))?,
@@ -179,6 +196,12 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
             progress.say(&format!("stage {label}: {what}"));
         };
         crate::build::run_stage(stage, &dirs, &mut owners, &say)?;
+        steps.save(&key, Some(&root), &owners, None);
+        }
+        let say = |what: &str| {
+            progress.clear();
+            progress.say(&format!("stage {label}: {what}"));
+        };
         if i == last {
             metadata::finish(&root, stage, &text, &[])?;
             if let Some(test) = &stage.test {
@@ -190,6 +213,7 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
         }
         if let Some(name) = &stage.name {
             roots.insert(name.clone(), root.clone());
+            keys.insert(name.clone(), key.clone());
         }
     }
     let root = staging.0.join(format!("stage-{last}"));
@@ -210,6 +234,34 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
     progress.clear();
     progress.say(&format!("wrote {}", args.target.display()));
     Ok(())
+}
+
+/// The cache key of a definition-file stage: its text, base, copied files and arguments.
+fn stage_key(
+    stage: &deffile::Stage,
+    context: &Path,
+    keys: &HashMap<String, String>,
+    args_text: &str,
+) -> String {
+    use crate::build::cache::{content_hash, key};
+    let mut k = key("", &[b"stage", format!("{stage:?}").as_bytes(), args_text.as_bytes()]);
+    if stage.bootstrap == deffile::Bootstrap::LocalImage {
+        k = key(&k, &[content_hash(&[PathBuf::from(&stage.from)]).as_bytes()]);
+    }
+    for files in &stage.files {
+        match &files.from {
+            Some(from) => k = key(&k, &[keys.get(from).map(String::as_bytes).unwrap_or(b"")]),
+            None => {
+                let paths: Vec<PathBuf> = files.copies.iter().map(|c| context.join(&c.src)).collect();
+                k = key(&k, &[content_hash(&paths).as_bytes()]);
+            }
+        }
+    }
+    for app in stage.apps.values() {
+        let paths: Vec<PathBuf> = app.files.iter().map(|c| context.join(&c.src)).collect();
+        k = key(&k, &[content_hash(&paths).as_bytes()]);
+    }
+    k
 }
 
 fn tempdir(parent: &Path) -> anyhow::Result<PathBuf> {
@@ -250,6 +302,7 @@ fn publish_dir(root: &Path, target: &Path) -> anyhow::Result<()> {
 struct Bases<'a> {
     convert: &'a super::fetch::ConvertArgs,
     progress: &'a Arc<Progress>,
+    configs: std::cell::RefCell<HashMap<String, serde_json::Value>>,
 }
 
 impl crate::build::docker::Bases for Bases<'_> {
@@ -268,10 +321,17 @@ impl crate::build::docker::Bases for Bases<'_> {
             .config
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .map(|v| v.get("config").cloned().unwrap_or(v));
+        if let Some(c) = &config {
+            self.configs.borrow_mut().insert(image.to_string(), c.clone());
+        }
         Ok(crate::build::docker::Base {
             config,
             owners: unpacked.owners,
         })
+    }
+
+    fn config_of(&self, image: &str) -> Option<serde_json::Value> {
+        self.configs.borrow().get(image).cloned()
     }
 }
 
@@ -305,7 +365,9 @@ pub fn build_dockerfile(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::R
     let bases = Bases {
         convert: &args.convert,
         progress,
+        configs: Default::default(),
     };
+    let steps = step_cache(&cache, &args.recipe);
     let built = docker::build(
         &docker::Build {
             file,
@@ -314,6 +376,7 @@ pub fn build_dockerfile(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::R
             build_args: &build_args,
             bases: &bases,
             say: &say,
+            cache: &steps,
         },
         &lines,
     )?;
