@@ -244,7 +244,22 @@ fn stage_key(
     args_text: &str,
 ) -> String {
     use crate::build::cache::{content_hash, key};
-    let mut k = key("", &[b"stage", format!("{stage:?}").as_bytes(), args_text.as_bytes()]);
+    // Only what changes the tree before the metadata is written: editing %runscript, %labels,
+    // %environment… reuses the stage.
+    let steps = format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?}",
+        stage.bootstrap,
+        stage.from,
+        stage.setup,
+        stage.files,
+        stage.post,
+        stage
+            .apps
+            .iter()
+            .map(|(n, a)| (n, &a.files, &a.install))
+            .collect::<Vec<_>>()
+    );
+    let mut k = key("", &[b"stage", steps.as_bytes(), args_text.as_bytes()]);
     if stage.bootstrap == deffile::Bootstrap::LocalImage {
         k = key(&k, &[content_hash(&[PathBuf::from(&stage.from)]).as_bytes()]);
     }
