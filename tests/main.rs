@@ -19,7 +19,6 @@ mod util;
 mod architecture; // the layering rule of docs/design.md, on the source
 mod binds; // bind mounts: -B, RSING_BIND, --home, --no-home, --pwd, default binds
 mod build; // rsing build: OCI layouts, archives, dirs, SquashFS → SIF; tree equals umoci's
-mod recipe; // rsing build from a definition file: steps, seccomp-faked chown, apt-get
 mod config; // the site config file: bind path, deny bind path, mount home/tmp
 mod contain; // --contain, --containall, --writable-tmpfs
 mod env; // environment composition and precedence
@@ -31,6 +30,7 @@ mod images; // each image format runs the same commands
 mod inspect; // rsing inspect and rsing sif list/dump
 mod modules; // environment modules: rsing's modulefiles, rsing module create, Lmod and Tcl
 mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, errors
+mod recipe; // rsing build from a definition file: steps, seccomp-faked chown, apt-get
 mod share; // the shared image server
 mod signals; // signal forwarding, 128+N, nothing left behind
 mod slurm; // under a real Slurm: batch scripts, arrays, scancel, MPI (PMIx), SPANK, GRES gpu

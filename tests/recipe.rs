@@ -34,7 +34,8 @@ fn assert_no_staging(t: &TestEnv) {
         .into_iter()
         .filter(|p| !p.ends_with("steps"))
         .chain(list(&dir.join("steps")).into_iter().filter(|p| {
-            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
         }))
         .collect();
     assert!(left.is_empty(), "staging directories left behind: {left:?}");
@@ -47,7 +48,11 @@ fn unsquashfs_lln(image: &Path) -> String {
         .arg(image)
         .output()
         .expect("unsquashfs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -101,11 +106,26 @@ Bootstrap: localimage\nFrom: {base}\nStage: final\n\n\
         .arg(&def)
         .assert_exit(0);
     assert_no_staging(&t);
-    assert_eq!(t.exec(&img, ["cat", "/setup.txt"]).stdout_str(), "from-setup");
-    assert_eq!(t.exec(&img, ["cat", "/opt/hello.txt"]).stdout_str(), "hello file");
-    assert_eq!(t.exec(&img, ["cat", "/opt/tool/link"]).stdout_str(), "built-in-one");
-    assert_eq!(t.exec(&img, ["readlink", "/opt/tool/link"]).stdout_str(), "out");
-    assert_eq!(t.sh(&img, "echo $FROM_POST $GREETING"), "posted-someone hi someone");
+    assert_eq!(
+        t.exec(&img, ["cat", "/setup.txt"]).stdout_str(),
+        "from-setup"
+    );
+    assert_eq!(
+        t.exec(&img, ["cat", "/opt/hello.txt"]).stdout_str(),
+        "hello file"
+    );
+    assert_eq!(
+        t.exec(&img, ["cat", "/opt/tool/link"]).stdout_str(),
+        "built-in-one"
+    );
+    assert_eq!(
+        t.exec(&img, ["readlink", "/opt/tool/link"]).stdout_str(),
+        "out"
+    );
+    assert_eq!(
+        t.sh(&img, "echo $FROM_POST $GREETING"),
+        "posted-someone hi someone"
+    );
     assert_eq!(
         t.rsing().arg("run").arg(&img).args(["a", "b"]).stdout_str(),
         "run: hi someone a b"
@@ -115,10 +135,21 @@ Bootstrap: localimage\nFrom: {base}\nStage: final\n\n\
         "How to use this image."
     );
     t.rsing().arg("test").arg(&img).assert_exit(0);
-    let labels = t.rsing().args(["inspect", "--labels"]).arg(&img).stdout_str();
-    assert!(labels.contains("org.example.kind") && labels.contains("recipe-test"), "{labels}");
+    let labels = t
+        .rsing()
+        .args(["inspect", "--labels"])
+        .arg(&img)
+        .stdout_str();
+    assert!(
+        labels.contains("org.example.kind") && labels.contains("recipe-test"),
+        "{labels}"
+    );
     assert!(labels.contains("post.label"), "{labels}");
-    let deffile = t.rsing().args(["inspect", "--deffile"]).arg(&img).stdout_str();
+    let deffile = t
+        .rsing()
+        .args(["inspect", "--deffile"])
+        .arg(&img)
+        .stdout_str();
     assert!(deffile.contains("%files from one"), "{deffile}");
     let tree = unsquashfs_lln(&img);
     let line = |name: &str| {
@@ -127,9 +158,17 @@ Bootstrap: localimage\nFrom: {base}\nStage: final\n\n\
             .unwrap_or_else(|| panic!("{name} not in the image:\n{tree}"))
             .to_string()
     };
-    assert!(line("squashfs-root/owned").contains(" 1234/4321 "), "{}", line("/owned"));
+    assert!(
+        line("squashfs-root/owned").contains(" 1234/4321 "),
+        "{}",
+        line("/owned")
+    );
     // chown of a temporary name, then rename (what dpkg does): the owner follows the file.
-    assert!(line("squashfs-root/d/f").contains(" 77/0 "), "{}", line("/d/f"));
+    assert!(
+        line("squashfs-root/d/f").contains(" 77/0 "),
+        "{}",
+        line("/d/f")
+    );
     assert!(line("squashfs-root/opt/hello.txt").contains(" 0/0 "));
 }
 
@@ -139,7 +178,10 @@ fn failing_test_section_fails_the_build_unless_notest() {
     let Some(base) = sandbox() else { return };
     let def = t.write(
         "work/t.def",
-        &format!("Bootstrap: localimage\nFrom: {}\n%test\n    exit 3\n", p(&base)),
+        &format!(
+            "Bootstrap: localimage\nFrom: {}\n%test\n    exit 3\n",
+            p(&base)
+        ),
     );
     let img = t.dir.join("t.sif");
     build(&t).arg(&img).arg(&def).assert_fails_naming("%test");
@@ -157,16 +199,40 @@ fn bad_recipes_fail_with_one_error_and_leave_nothing() {
     let Some(base) = sandbox() else { return };
     let base = p(&base);
     let cases: Vec<(&str, String, &str)> = vec![
-        ("section", format!("Bootstrap: localimage\nFrom: {base}\n%pots\n"), "bad.def:3: unknown section %pots"),
-        ("header", "Bootstrap: yum\nFrom: x\n".to_string(), "bad.def:1: unsupported Bootstrap: yum"),
-        ("from", "Bootstrap: docker\n%post\n  true\n".to_string(), "bad.def:1: Bootstrap: docker needs a From: line"),
-        ("brace", format!("Bootstrap: localimage\nFrom: {base}\n%post\n  echo {{{{ X\n"), "bad.def:4: unterminated `{{`"),
-        ("files", format!("Bootstrap: localimage\nFrom: {base}\n%files\n  missing.txt /x\n"), "bad.def:4: in %files: missing.txt: no such file"),
+        (
+            "section",
+            format!("Bootstrap: localimage\nFrom: {base}\n%pots\n"),
+            "bad.def:3: unknown section %pots",
+        ),
+        (
+            "header",
+            "Bootstrap: yum\nFrom: x\n".to_string(),
+            "bad.def:1: unsupported Bootstrap: yum",
+        ),
+        (
+            "from",
+            "Bootstrap: docker\n%post\n  true\n".to_string(),
+            "bad.def:1: Bootstrap: docker needs a From: line",
+        ),
+        (
+            "brace",
+            format!("Bootstrap: localimage\nFrom: {base}\n%post\n  echo {{{{ X\n"),
+            "bad.def:4: unterminated `{{`",
+        ),
+        (
+            "files",
+            format!("Bootstrap: localimage\nFrom: {base}\n%files\n  missing.txt /x\n"),
+            "bad.def:4: in %files: missing.txt: no such file",
+        ),
     ];
     for (what, text, message) in cases {
         let def = t.write("work/bad.def", &text);
         let img = t.dir.join(format!("{what}.sif"));
-        let line = build(&t).arg("-q").arg(&img).arg(&def).assert_error_naming(message);
+        let line = build(&t)
+            .arg("-q")
+            .arg(&img)
+            .arg(&def)
+            .assert_error_naming(message);
         assert!(line.contains(message), "{what}: {line}");
         assert!(!img.exists(), "{what}: output written");
         assert_no_staging(&t);
@@ -177,8 +243,12 @@ fn bad_recipes_fail_with_one_error_and_leave_nothing() {
         &format!("Bootstrap: localimage\nFrom: {base}\n%post\n  echo step-output-here\n  exit 7\n"),
     );
     let img = t.dir.join("post.sif");
-    let out = build(&t).arg(&img).arg(&def).assert_fails_naming("%post failed with exit status 7 (");
-    let all = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = build(&t)
+        .arg(&img)
+        .arg(&def)
+        .assert_fails_naming("%post failed with exit status 7 (");
+    let all =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(all.contains("step-output-here"), "{all}");
     assert!(!img.exists());
     assert_no_staging(&t);
@@ -190,7 +260,9 @@ fn bad_recipes_fail_with_one_error_and_leave_nothing() {
 fn apt_get_install_useradd_and_chown_on_debian() {
     let t = TestEnv::new();
     if !Path::new(DEBIAN).join("index.json").exists() || !have_tools(&["unsquashfs"]) {
-        missing(&format!("{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"));
+        missing(&format!(
+            "{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"
+        ));
         return;
     }
     let def = t.write(
@@ -207,16 +279,35 @@ echo 'export FROM_POST=yes' >> $APPTAINER_ENVIRONMENT\n\n\
     build(&t).arg(&img).arg(&def).assert_exit(0);
     assert_no_staging(&t);
     assert_eq!(t.exec(&img, ["hello"]).stdout_str(), "Hello, world!");
-    assert_eq!(t.rsing().arg("run").arg(&img).arg("hi there").stdout_str(), "hi there");
+    assert_eq!(
+        t.rsing().arg("run").arg(&img).arg("hi there").stdout_str(),
+        "hi there"
+    );
     assert_eq!(t.sh(&img, "echo $FROM_POST"), "yes");
-    assert!(t.exec(&img, ["grep", "^builder:x:2345:", "/etc/passwd"]).run().status.success());
+    assert!(t
+        .exec(&img, ["grep", "^builder:x:2345:", "/etc/passwd"])
+        .run()
+        .status
+        .success());
     let tree = unsquashfs_lln(&img);
-    let owned = tree.lines().find(|l| l.ends_with("/opt/owned")).expect("/opt/owned");
+    let owned = tree
+        .lines()
+        .find(|l| l.ends_with("/opt/owned"))
+        .expect("/opt/owned");
     assert!(owned.contains(" 2345/2345 "), "{owned}");
-    let home = tree.lines().find(|l| l.ends_with("squashfs-root/home/builder")).expect("home");
-    assert!(home.contains(" 2345/2345 "), "useradd -m chowns the home: {home}");
+    let home = tree
+        .lines()
+        .find(|l| l.ends_with("squashfs-root/home/builder"))
+        .expect("home");
+    assert!(
+        home.contains(" 2345/2345 "),
+        "useradd -m chowns the home: {home}"
+    );
     // apt's own cache directory belongs to _apt (chowned by apt's maintainer scripts).
-    assert!(!tree.contains("00rsing-build-sandbox"), "the apt setting must not stay in the image");
+    assert!(
+        !tree.contains("00rsing-build-sandbox"),
+        "the apt setting must not stay in the image"
+    );
 }
 
 /// The same through a Dockerfile: two stages (COPY --from with a symlink), RUN apt-get,
@@ -226,7 +317,9 @@ echo 'export FROM_POST=yes' >> $APPTAINER_ENVIRONMENT\n\n\
 fn dockerfile_two_stages_apt_copy_chown_entrypoint() {
     let t = TestEnv::new();
     if !Path::new(DEBIAN).join("index.json").exists() || !have_tools(&["unsquashfs"]) {
-        missing(&format!("{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"));
+        missing(&format!(
+            "{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"
+        ));
         return;
     }
     t.write(
@@ -263,37 +356,92 @@ CMD [\"default greeting\"]\n"
         .arg(t.dir.join("work/ctx/Dockerfile"))
         .assert_exit(0);
     assert_no_staging(&t);
-    assert_eq!(t.rsing().arg("run").arg(&img).stdout_str(), "default greeting");
-    assert_eq!(t.rsing().arg("run").arg(&img).arg("given").stdout_str(), "given");
-    assert_eq!(t.sh(&img, "ls /data | tr '\\n' ' '; echo $GREETING; readlink /opt/bin/hi"), "a.txt b.txt owned.dat hello\nhello");
-    let labels = t.rsing().args(["inspect", "--labels"]).arg(&img).stdout_str();
+    assert_eq!(
+        t.rsing().arg("run").arg(&img).stdout_str(),
+        "default greeting"
+    );
+    assert_eq!(
+        t.rsing().arg("run").arg(&img).arg("given").stdout_str(),
+        "given"
+    );
+    assert_eq!(
+        t.sh(
+            &img,
+            "ls /data | tr '\\n' ' '; echo $GREETING; readlink /opt/bin/hi"
+        ),
+        "a.txt b.txt owned.dat hello\nhello"
+    );
+    let labels = t
+        .rsing()
+        .args(["inspect", "--labels"])
+        .arg(&img)
+        .stdout_str();
     assert!(labels.contains("org.example.x"), "{labels}");
-    let config = t.rsing().args(["inspect", "--oci-config"]).arg(&img).stdout_str();
-    assert!(config.contains("8080/tcp") && config.contains("\"User\": \"app\""), "{config}");
+    let config = t
+        .rsing()
+        .args(["inspect", "--oci-config"])
+        .arg(&img)
+        .stdout_str();
+    assert!(
+        config.contains("8080/tcp") && config.contains("\"User\": \"app\""),
+        "{config}"
+    );
     let tree = unsquashfs_lln(&img);
-    let owned = tree.lines().find(|l| l.ends_with("/data/owned.dat")).expect("owned.dat");
+    let owned = tree
+        .lines()
+        .find(|l| l.ends_with("/data/owned.dat"))
+        .expect("owned.dat");
     assert!(owned.contains(" 3456/3456 "), "{owned}");
 }
 
 #[test]
 fn bad_dockerfiles_fail_with_one_error_and_leave_nothing() {
     let t = TestEnv::new();
-    let Some(sif) = crate::fixtures::get(Fixture::Sif) else { return };
+    let Some(sif) = crate::fixtures::get(Fixture::Sif) else {
+        return;
+    };
     let from = format!("FROM {}\n", p(&sif));
     t.write("work/ctx/present.txt", "x\n");
     let cases: Vec<(&str, String, &str)> = vec![
-        ("instr", format!("{from}FROBNICATE x\n"), "Dockerfile:2: unsupported instruction FROBNICATE"),
-        ("nofrom", "RUN true\n".into(), "Dockerfile:1: the first instruction must be FROM"),
-        ("missing", format!("{from}COPY missing.txt /x\n"), "Dockerfile:2: COPY missing.txt: no such file or directory"),
-        ("escape", format!("{from}COPY ../outside /x\n"), "Dockerfile:2: COPY ../outside: outside the build context"),
-        ("run", format!("{from}RUN echo run-output-here; exit 5\n"), "RUN echo run-output-here; exit 5 failed with exit status 5 (ctx/Dockerfile:2)"),
+        (
+            "instr",
+            format!("{from}FROBNICATE x\n"),
+            "Dockerfile:2: unsupported instruction FROBNICATE",
+        ),
+        (
+            "nofrom",
+            "RUN true\n".into(),
+            "Dockerfile:1: the first instruction must be FROM",
+        ),
+        (
+            "missing",
+            format!("{from}COPY missing.txt /x\n"),
+            "Dockerfile:2: COPY missing.txt: no such file or directory",
+        ),
+        (
+            "escape",
+            format!("{from}COPY ../outside /x\n"),
+            "Dockerfile:2: COPY ../outside: outside the build context",
+        ),
+        (
+            "run",
+            format!("{from}RUN echo run-output-here; exit 5\n"),
+            "RUN echo run-output-here; exit 5 failed with exit status 5 (ctx/Dockerfile:2)",
+        ),
     ];
     for (what, text, message) in cases {
         t.write("work/ctx/Dockerfile", &text);
         let img = t.dir.join(format!("{what}.sif"));
-        let out = build(&t).arg("-q").arg(&img).arg("ctx/Dockerfile").assert_fails_naming(message);
+        let out = build(&t)
+            .arg("-q")
+            .arg(&img)
+            .arg("ctx/Dockerfile")
+            .assert_fails_naming(message);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("rsing: error:")).collect();
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("rsing: error:"))
+            .collect();
         assert_eq!(errors.len(), 1, "{what}: {stderr}");
         assert!(!img.exists(), "{what}: output written");
         assert_no_staging(&t);
@@ -306,17 +454,30 @@ fn bad_dockerfiles_fail_with_one_error_and_leave_nothing() {
 fn definitions_examples_build_and_run() {
     let t = TestEnv::new();
     if !Path::new(DEBIAN).join("index.json").exists() || !have_tools(&["unsquashfs"]) {
-        missing(&format!("{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"));
+        missing(&format!(
+            "{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"
+        ));
         return;
     }
-    let Some(sif) = crate::fixtures::get(Fixture::Sif) else { return };
+    let Some(sif) = crate::fixtures::get(Fixture::Sif) else {
+        return;
+    };
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("definitions");
     let localize = |name: &str| -> String {
         std::fs::read_to_string(repo.join(name))
             .expect("reading the example")
-            .replace("Bootstrap: docker\nFrom: debian:bookworm-slim", &format!("Bootstrap: oci\nFrom: {DEBIAN}:bookworm"))
-            .replace("FROM debian:bookworm-slim", &format!("FROM oci:{DEBIAN}:bookworm"))
-            .replace("BootStrap: docker\nFrom: busybox:1.36", &format!("Bootstrap: localimage\nFrom: {}", p(&sif)))
+            .replace(
+                "Bootstrap: docker\nFrom: debian:bookworm-slim",
+                &format!("Bootstrap: oci\nFrom: {DEBIAN}:bookworm"),
+            )
+            .replace(
+                "FROM debian:bookworm-slim",
+                &format!("FROM oci:{DEBIAN}:bookworm"),
+            )
+            .replace(
+                "BootStrap: docker\nFrom: busybox:1.36",
+                &format!("Bootstrap: localimage\nFrom: {}", p(&sif)),
+            )
     };
     let built = |name: &str, file: &str| -> PathBuf {
         let src = t.write(&format!("work/{file}"), &localize(name));
@@ -326,16 +487,42 @@ fn definitions_examples_build_and_run() {
         img
     };
     let bb = built("busybox.def", "busybox.def");
-    assert_eq!(t.rsing().arg("run").arg(&bb).arg("x").stdout_str(), "hello from rsing: x");
+    assert_eq!(
+        t.rsing().arg("run").arg(&bb).arg("x").stdout_str(),
+        "hello from rsing: x"
+    );
     let py = built("python-numpy.def", "python-numpy.def");
-    t.write("work/s.py", "import numpy, sys; print(int(numpy.ones(3).sum()), sys.argv[1])\n");
-    assert_eq!(t.rsing().arg("run").arg(&py).args(["s.py", "arg"]).stdout_str(), "3 arg");
+    t.write(
+        "work/s.py",
+        "import numpy, sys; print(int(numpy.ones(3).sum()), sys.argv[1])\n",
+    );
+    assert_eq!(
+        t.rsing()
+            .arg("run")
+            .arg(&py)
+            .args(["s.py", "arg"])
+            .stdout_str(),
+        "3 arg"
+    );
     let pyd = built("python-numpy.Dockerfile", "py/python-numpy.Dockerfile");
-    assert_eq!(t.rsing().arg("run").arg(&pyd).args(["s.py", "d"]).stdout_str(), "3 d");
+    assert_eq!(
+        t.rsing()
+            .arg("run")
+            .arg(&pyd)
+            .args(["s.py", "d"])
+            .stdout_str(),
+        "3 d"
+    );
     let ms = built("multi-stage.def", "multi-stage.def");
-    assert_eq!(t.rsing().arg("run").arg(&ms).arg("rsing").stdout_str(), "hello from rsing");
+    assert_eq!(
+        t.rsing().arg("run").arg(&ms).arg("rsing").stdout_str(),
+        "hello from rsing"
+    );
     assert!(
-        !t.exec(&ms, ["sh", "-c", "command -v gcc"]).run().status.success(),
+        !t.exec(&ms, ["sh", "-c", "command -v gcc"])
+            .run()
+            .status
+            .success(),
         "the compiler stayed in the build stage"
     );
 }
@@ -346,7 +533,9 @@ fn definitions_examples_build_and_run() {
 #[test]
 fn build_cache_reruns_only_the_changed_step() {
     let t = TestEnv::new();
-    let Some(sif) = crate::fixtures::get(Fixture::Sif) else { return };
+    let Some(sif) = crate::fixtures::get(Fixture::Sif) else {
+        return;
+    };
     let stamp = |img: &Path, file: &str| t.exec(img, ["cat", file]).stdout_str();
     let dockerfile = |last: &str| {
         format!(
@@ -356,22 +545,47 @@ fn build_cache_reruns_only_the_changed_step() {
     };
     t.write("work/ctx/data.txt", "data\n");
     t.write("work/ctx/Dockerfile", &dockerfile("one"));
-    let (a, b, c) = (t.dir.join("a.sif"), t.dir.join("b.sif"), t.dir.join("c.sif"));
+    let (a, b, c) = (
+        t.dir.join("a.sif"),
+        t.dir.join("b.sif"),
+        t.dir.join("c.sif"),
+    );
     build(&t).arg(&a).arg("ctx/Dockerfile").assert_exit(0);
     t.write("work/ctx/Dockerfile", &dockerfile("two"));
     let out = build(&t).arg(&b).arg("ctx/Dockerfile").assert_exit(0);
-    let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(log.contains("(cached)"), "{log}");
-    assert_eq!(stamp(&a, "/stamp1"), stamp(&b, "/stamp1"), "the first RUN ran again");
+    assert_eq!(
+        stamp(&a, "/stamp1"),
+        stamp(&b, "/stamp1"),
+        "the first RUN ran again"
+    );
     assert_eq!(stamp(&b, "/last"), "two");
-    build(&t).args(["--no-cache"]).arg(&c).arg("ctx/Dockerfile").assert_exit(0);
-    assert_ne!(stamp(&a, "/stamp1"), stamp(&c, "/stamp1"), "--no-cache used the cache");
+    build(&t)
+        .args(["--no-cache"])
+        .arg(&c)
+        .arg("ctx/Dockerfile")
+        .assert_exit(0);
+    assert_ne!(
+        stamp(&a, "/stamp1"),
+        stamp(&c, "/stamp1"),
+        "--no-cache used the cache"
+    );
     // A changed COPY source invalidates the COPY and what follows, not the RUN before it.
     t.write("work/ctx/data.txt", "new data\n");
-    build(&t).arg("-F").arg(&c).arg("ctx/Dockerfile").assert_exit(0);
+    build(&t)
+        .arg("-F")
+        .arg(&c)
+        .arg("ctx/Dockerfile")
+        .assert_exit(0);
     assert_eq!(stamp(&c, "/data.txt"), "new data");
     assert_eq!(stamp(&a, "/stamp1"), stamp(&c, "/stamp1"));
-    let list = t.rsing().env("RSING_CACHEDIR", t.dir.join("cache")).args(["cache", "list"]).stdout_str();
+    let list = t
+        .rsing()
+        .env("RSING_CACHEDIR", t.dir.join("cache"))
+        .args(["cache", "list"])
+        .stdout_str();
     assert!(list.contains("build"), "{list}");
 
     // Definition files: editing %runscript reuses the stage (its %post does not run again).

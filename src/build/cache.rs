@@ -94,7 +94,9 @@ impl StepCache {
 
     /// Copies the snapshot of `key` to new directory `dest`; returns its owners.
     pub fn restore(&self, key: &str, dest: &Path) -> std::io::Result<Owners> {
-        let entry = self.entry(key).ok_or_else(|| std::io::Error::other("cache entry vanished"))?;
+        let entry = self
+            .entry(key)
+            .ok_or_else(|| std::io::Error::other("cache entry vanished"))?;
         copy_tree(&entry.join("root"), dest)?;
         // Use time, for `rsing cache clean --days`.
         let _ = std::fs::File::open(entry.join("owners.json"));
@@ -103,7 +105,13 @@ impl StepCache {
 
     /// Stores `root` (or, with `None`, only the config) under `key`. Failures are not fatal
     /// to a build: the entry is simply missing next time.
-    pub fn save(&self, key: &str, root: Option<&Path>, owners: &Owners, config: Option<&serde_json::Value>) {
+    pub fn save(
+        &self,
+        key: &str,
+        root: Option<&Path>,
+        owners: &Owners,
+        config: Option<&serde_json::Value>,
+    ) {
         let Some(dir) = &self.dir else { return };
         if self.has(key) || std::fs::create_dir_all(dir).is_err() {
             return;
@@ -112,7 +120,11 @@ impl StepCache {
         let ok = std::fs::create_dir(&tmp).is_ok()
             && root.is_none_or(|r| copy_tree(r, &tmp.join("root")).is_ok())
             && config.is_none_or(|c| {
-                std::fs::write(tmp.join("config.json"), serde_json::to_vec(c).unwrap_or_default()).is_ok()
+                std::fs::write(
+                    tmp.join("config.json"),
+                    serde_json::to_vec(c).unwrap_or_default(),
+                )
+                .is_ok()
             })
             && owners.save(&tmp.join("owners.json")).is_ok()
             && std::fs::rename(&tmp, dir.join(key)).is_ok();

@@ -59,7 +59,10 @@ pub fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
             let entry = entry?;
             copy_tree(&entry.path(), &dest.join(entry.file_name()))?;
         }
-        fs::set_permissions(dest, fs::Permissions::from_mode(st.permissions().mode() | 0o700))?;
+        fs::set_permissions(
+            dest,
+            fs::Permissions::from_mode(st.permissions().mode() | 0o700),
+        )?;
     } else if ft.is_symlink() {
         let _ = fs::remove_file(dest);
         symlink(fs::read_link(src)?, dest)

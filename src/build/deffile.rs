@@ -189,8 +189,7 @@ pub fn parse(
         let raw = lines[i].trim_end_matches('\r');
         i += 1;
         if let Some(rest) = raw.strip_prefix('%') {
-            let section = section_header(rest, number)
-                .map_err(|m| err(number, None, m))?;
+            let section = section_header(rest, number).map_err(|m| err(number, None, m))?;
             if in_header {
                 stages.push(stage_from_header(&header).map_err(|(l, m)| err(l, None, m))?);
                 header.clear();
@@ -225,7 +224,11 @@ pub fn parse(
             };
             let key = key.trim().to_ascii_lowercase();
             if !HEADER_KEYS.contains(&key.as_str()) {
-                return Err(err(number, None, format!("unknown header keyword `{}`", key)));
+                return Err(err(
+                    number,
+                    None,
+                    format!("unknown header keyword `{}`", key),
+                ));
             }
             header.push((key, value.trim().to_string(), number));
         } else if let Some(section) = current.as_mut() {
@@ -235,7 +238,11 @@ pub fn parse(
     }
     if in_header {
         if header.is_empty() && stages.is_empty() {
-            return Err(err(1, None, "empty definition file: no Bootstrap: header".into()));
+            return Err(err(
+                1,
+                None,
+                "empty definition file: no Bootstrap: header".into(),
+            ));
         }
         if !header.is_empty() {
             stages.push(stage_from_header(&header).map_err(|(l, m)| err(l, None, m))?);
@@ -347,7 +354,11 @@ fn script(section: &Section) -> Result<Script, (usize, String, String)> {
             return Err((
                 section.line,
                 section.kind.clone(),
-                format!("unexpected words after %{}: {}", section.kind, section.words.join(" ")),
+                format!(
+                    "unexpected words after %{}: {}",
+                    section.kind,
+                    section.words.join(" ")
+                ),
             ))
         }
     };
@@ -465,7 +476,11 @@ fn check_stages(stages: &[Stage]) -> Result<(), (usize, String, String)> {
         for files in &stage.files {
             if let Some(from) = &files.from {
                 if !seen.contains(from.as_str()) {
-                    let line = files.copies.first().map(|c| c.line - 1).unwrap_or(stage.line);
+                    let line = files
+                        .copies
+                        .first()
+                        .map(|c| c.line - 1)
+                        .unwrap_or(stage.line);
                     return Err((
                         line,
                         "files".into(),
@@ -476,7 +491,11 @@ fn check_stages(stages: &[Stage]) -> Result<(), (usize, String, String)> {
         }
         if let Some(name) = &stage.name {
             if !seen.insert(name) {
-                return Err((stage.line, "header".into(), format!("two stages named `{name}`")));
+                return Err((
+                    stage.line,
+                    "header".into(),
+                    format!("two stages named `{name}`"),
+                ));
             }
         }
     }
@@ -517,7 +536,8 @@ fn unquote(v: &str) -> &str {
 
 pub fn valid_name(k: &str) -> bool {
     let mut c = k.chars();
-    c.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    c.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -541,7 +561,10 @@ fn substitute(
             };
             let name = after[..end].trim();
             if !valid_name(name) {
-                return Err((i + 1, format!("`{{{{ {name} }}}}` is not a valid argument name")));
+                return Err((
+                    i + 1,
+                    format!("`{{{{ {name} }}}}` is not a valid argument name"),
+                ));
             }
             let Some(value) = values.get(name) else {
                 return Err((

@@ -79,8 +79,14 @@ fn errors_name_file_line_and_section() {
         fails("Bootstrap: yum\nFrom: x\n"),
         "x.def:1: unsupported Bootstrap: yum (docker, oci, oci-archive, docker-archive, localimage or scratch)"
     );
-    assert_eq!(fails("From: x\n"), "x.def:1: the header has no Bootstrap: line");
-    assert_eq!(fails("Bootstrap: docker\nFrum: x\n"), "x.def:2: unknown header keyword `frum`");
+    assert_eq!(
+        fails("From: x\n"),
+        "x.def:1: the header has no Bootstrap: line"
+    );
+    assert_eq!(
+        fails("Bootstrap: docker\nFrum: x\n"),
+        "x.def:2: unknown header keyword `frum`"
+    );
     assert!(fails("Bootstrap: docker\nFrom: x\n%post\n echo {{ X\n")
         .starts_with("x.def:4: unterminated `{{`"));
     assert!(fails("Bootstrap: docker\nFrom: x\n%post\n echo {{ X }}\n")
@@ -93,7 +99,10 @@ fn errors_name_file_line_and_section() {
         fails("Bootstrap: docker\nFrom: x\n%files from nowhere\n  a b\n"),
         "x.def:3: in %files: no earlier stage named `nowhere`"
     );
-    assert_eq!(fails(""), "x.def:1: empty definition file: no Bootstrap: header");
+    assert_eq!(
+        fails(""),
+        "x.def:1: empty definition file: no Bootstrap: header"
+    );
     assert_eq!(
         fails("Bootstrap: docker\nFrom: x\n%post -x\n"),
         "x.def:3: in %post: unexpected words after %post: -x"

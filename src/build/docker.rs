@@ -39,7 +39,11 @@ impl ImageConfig {
         let strings = |key: &str| -> Vec<String> {
             v.get(key)
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         ImageConfig {
@@ -52,12 +56,24 @@ impl ImageConfig {
                 .collect(),
             entrypoint: strings("Entrypoint"),
             cmd: strings("Cmd"),
-            workdir: v.get("WorkingDir").and_then(Value::as_str).unwrap_or("").to_string(),
-            user: v.get("User").and_then(Value::as_str).unwrap_or("").to_string(),
+            workdir: v
+                .get("WorkingDir")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            user: v
+                .get("User")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             labels: v
                 .get("Labels")
                 .and_then(Value::as_object)
-                .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
                 .unwrap_or_default(),
             ..ImageConfig::default()
         }
@@ -82,7 +98,12 @@ impl ImageConfig {
         if !self.labels.is_empty() {
             m.insert("Labels".into(), json!(self.labels));
         }
-        let set = |v: &[String]| -> Value { v.iter().map(|p| (p.clone(), json!({}))).collect::<serde_json::Map<_, _>>().into() };
+        let set = |v: &[String]| -> Value {
+            v.iter()
+                .map(|p| (p.clone(), json!({})))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
         if !self.exposed.is_empty() {
             m.insert("ExposedPorts".into(), set(&self.exposed));
         }
@@ -174,18 +195,24 @@ fn materialize(b: &Build, st: &mut StageState, line: usize) -> Result<()> {
     match st.pending.take() {
         None => return Ok(()),
         Some(Pending::Base(image)) => {
-            let base = b.bases.unpack(&image, &st.root).map_err(|message| Error::Step {
-                file: b.file.to_string(),
-                line,
-                message,
-            })?;
+            let base = b
+                .bases
+                .unpack(&image, &st.root)
+                .map_err(|message| Error::Step {
+                    file: b.file.to_string(),
+                    line,
+                    message,
+                })?;
             st.owners = Owners::default();
             for (p, u, g) in base.owners {
                 st.owners.by_path.insert(p, (u, g));
             }
         }
         Some(Pending::Snapshot(key)) => {
-            st.owners = b.cache.restore(&key, &st.root).map_err(io("restoring a cached step"))?;
+            st.owners = b
+                .cache
+                .restore(&key, &st.root)
+                .map_err(io("restoring a cached step"))?;
         }
     }
     super::metadata::prepare(&st.root)?;
@@ -203,7 +230,11 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
     let mut prev_name: Option<String> = None;
     let mut current: Option<StageState> = None;
     let mut index = 0usize;
-    let fail = |line: usize, message: String| Error::Step { file: b.file.to_string(), line, message };
+    let fail = |line: usize, message: String| Error::Step {
+        file: b.file.to_string(),
+        line,
+        message,
+    };
     for l in lines {
         let line = l.line;
         if let Instruction::From { image, name } = &l.instruction {
@@ -242,8 +273,16 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                 st.pending = Some(Pending::Base(image.clone()));
                 materialize(b, &mut st, line)?;
                 let config = b.bases.config_of(&image);
-                st.config = config.as_ref().map(ImageConfig::from_oci).unwrap_or_default();
-                b.cache.save(&st.key, None, &Owners::default(), Some(&config.unwrap_or(Value::Null)));
+                st.config = config
+                    .as_ref()
+                    .map(ImageConfig::from_oci)
+                    .unwrap_or_default();
+                b.cache.save(
+                    &st.key,
+                    None,
+                    &Owners::default(),
+                    Some(&config.unwrap_or(Value::Null)),
+                );
             }
             prev_name = name.clone();
             current = Some(st);
@@ -252,7 +291,12 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
         let Some(st) = current.as_mut() else {
             // ARG before the first FROM.
             if let Instruction::Arg(name, default) = &l.instruction {
-                let value = b.build_args.get(name).cloned().or(default.clone()).unwrap_or_default();
+                let value = b
+                    .build_args
+                    .get(name)
+                    .cloned()
+                    .or(default.clone())
+                    .unwrap_or_default();
                 if b.build_args.contains_key(name) {
                     used.insert(name.clone());
                 }
@@ -262,7 +306,12 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
         };
         st.key = step_key(&st.key, &[format!("{:?}", l.instruction).as_bytes()]);
         let lookup = |k: &str| -> Option<String> {
-            st.config.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).or_else(|| st.args.get(k).cloned())
+            st.config
+                .env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| st.args.get(k).cloned())
         };
         match &l.instruction {
             Instruction::From { .. } => unreachable!("handled above"),
@@ -281,22 +330,36 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
             }
             Instruction::Env(pairs) => {
                 for (k, v) in pairs {
-                    let v = expand(v, &|n| st.config.env.iter().find(|(x, _)| x == n).map(|(_, v)| v.clone()).or_else(|| st.args.get(n).cloned()));
+                    let v = expand(v, &|n| {
+                        st.config
+                            .env
+                            .iter()
+                            .find(|(x, _)| x == n)
+                            .map(|(_, v)| v.clone())
+                            .or_else(|| st.args.get(n).cloned())
+                    });
                     st.config.set_env(k, v);
                 }
             }
             Instruction::Workdir(dir) => {
                 let dir = expand(dir, &lookup);
-                let dir = if dir.starts_with('/') { dir } else { format!("{}/{dir}", st.config.workdir.trim_end_matches('/')) };
+                let dir = if dir.starts_with('/') {
+                    dir
+                } else {
+                    format!("{}/{dir}", st.config.workdir.trim_end_matches('/'))
+                };
                 if st.pending.is_none() {
-                    std::fs::create_dir_all(in_root(&st.root, &dir)).map_err(io(format!("WORKDIR {dir}")))?;
+                    std::fs::create_dir_all(in_root(&st.root, &dir))
+                        .map_err(io(format!("WORKDIR {dir}")))?;
                 }
                 st.config.workdir = dir;
             }
             Instruction::User(user) => st.config.user = expand(user, &lookup),
             Instruction::Label(pairs) => {
                 for (k, v) in pairs {
-                    st.config.labels.insert(expand(k, &lookup), expand(v, &lookup));
+                    st.config
+                        .labels
+                        .insert(expand(k, &lookup), expand(v, &lookup));
                 }
             }
             Instruction::Entrypoint(c) => {
@@ -307,10 +370,17 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
             Instruction::Expose(ports) => {
                 for p in ports {
                     let p = expand(p, &lookup);
-                    st.config.exposed.push(if p.contains('/') { p } else { format!("{p}/tcp") });
+                    st.config.exposed.push(if p.contains('/') {
+                        p
+                    } else {
+                        format!("{p}/tcp")
+                    });
                 }
             }
-            Instruction::Volume(v) => st.config.volumes.extend(v.iter().map(|x| expand(x, &lookup))),
+            Instruction::Volume(v) => st
+                .config
+                .volumes
+                .extend(v.iter().map(|x| expand(x, &lookup))),
             Instruction::Healthcheck(h) => st.config.healthcheck = Some(h.clone()),
             Instruction::Shell(s) => st.config.shell = s.clone(),
             Instruction::StopSignal(s) => st.config.stop_signal = Some(s.clone()),
@@ -333,14 +403,32 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                     }
                 }
                 if !env.iter().any(|(k, _)| k == "PATH") {
-                    env.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
+                    env.push((
+                        "PATH".into(),
+                        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                    ));
                 }
                 env.push(("HOME".into(), "/root".into()));
-                let workdir = if st.config.workdir.is_empty() { "/".to_string() } else { st.config.workdir.clone() };
-                let step = Step { root: &st.root, argv: argv(c, &st.config), env, cwd: workdir };
-                let status = super::stage::run_owned(&step, &mut st.owners).map_err(io("running RUN"))?;
+                let workdir = if st.config.workdir.is_empty() {
+                    "/".to_string()
+                } else {
+                    st.config.workdir.clone()
+                };
+                let step = Step {
+                    root: &st.root,
+                    argv: argv(c, &st.config),
+                    env,
+                    cwd: workdir,
+                };
+                let status =
+                    super::stage::run_owned(&step, &mut st.owners).map_err(io("running RUN"))?;
                 if status != 0 {
-                    return Err(Error::StepFailed { what: format!("RUN {text}"), status, file: b.file.to_string(), line });
+                    return Err(Error::StepFailed {
+                        what: format!("RUN {text}"),
+                        status,
+                        file: b.file.to_string(),
+                        line,
+                    });
                 }
                 b.cache.save(&st.key, Some(&st.root), &st.owners, None);
             }
@@ -350,7 +438,11 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                 let sources = sources(b, c, &stages, &ignore, &vars).map_err(|m| fail(line, m))?;
                 st.key = step_key(&st.key, &[content_hash(&sources).as_bytes()]);
                 if b.cache.has(&st.key) {
-                    (b.say)(&format!("{what} {} {} (cached)", c.sources.join(" "), c.dest));
+                    (b.say)(&format!(
+                        "{what} {} {} (cached)",
+                        c.sources.join(" "),
+                        c.dest
+                    ));
                     st.pending = Some(Pending::Snapshot(st.key.clone()));
                     continue;
                 }
@@ -363,8 +455,18 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
     }
     let mut st = current.ok_or_else(|| fail(1, "no FROM instruction".into()))?;
     materialize(b, &mut st, lines.last().map(|l| l.line).unwrap_or(1))?;
-    let unused_args = b.build_args.keys().filter(|k| !used.contains(*k)).cloned().collect();
-    Ok(Built { root: st.root, config: st.config, owners: st.owners, unused_args })
+    let unused_args = b
+        .build_args
+        .keys()
+        .filter(|k| !used.contains(*k))
+        .cloned()
+        .collect();
+    Ok(Built {
+        root: st.root,
+        config: st.config,
+        owners: st.owners,
+        unused_args,
+    })
 }
 
 fn lookup_owned(config: &ImageConfig, args: &BTreeMap<String, String>) -> HashMap<String, String> {
@@ -397,26 +499,54 @@ fn sources(
     let lookup = |k: &str| vars.get(k).cloned();
     let what = if c.add { "ADD" } else { "COPY" };
     let from_root = match &c.from {
-        Some(name) => Some(stages.get(name).ok_or(format!("{what} --from={name}: no earlier stage of that name"))?.0.clone()),
+        Some(name) => Some(
+            stages
+                .get(name)
+                .ok_or(format!(
+                    "{what} --from={name}: no earlier stage of that name"
+                ))?
+                .0
+                .clone(),
+        ),
         None => None,
     };
     let mut sources: Vec<PathBuf> = Vec::new();
     for src in &c.sources {
         let src = expand(src, &lookup);
         if c.add && (src.starts_with("http://") || src.starts_with("https://")) {
-            return Err(format!("ADD of a URL is not supported ({src}): use RUN curl or wget"));
+            return Err(format!(
+                "ADD of a URL is not supported ({src}): use RUN curl or wget"
+            ));
         }
         let (base, rel) = match &from_root {
-            Some(root) => (root.clone(), normalize(&src).ok_or(format!("{what} {src}: bad path"))?),
+            Some(root) => (
+                root.clone(),
+                normalize(&src).ok_or(format!("{what} {src}: bad path"))?,
+            ),
             None => {
-                let rel = normalize(&src).filter(|r| !r.starts_with("..")).ok_or(format!("{what} {src}: outside the build context {}", b.context.display()))?;
+                let rel = normalize(&src)
+                    .filter(|r| !r.starts_with(".."))
+                    .ok_or(format!(
+                        "{what} {src}: outside the build context {}",
+                        b.context.display()
+                    ))?;
                 (b.context.to_path_buf(), rel)
             }
         };
         let matched = glob(&base, &rel);
-        let matched: Vec<PathBuf> = matched.into_iter().filter(|p| from_root.is_some() || !ignore.excluded(p.strip_prefix(&base).unwrap_or(p))).collect();
+        let matched: Vec<PathBuf> = matched
+            .into_iter()
+            .filter(|p| from_root.is_some() || !ignore.excluded(p.strip_prefix(&base).unwrap_or(p)))
+            .collect();
         if matched.is_empty() {
-            return Err(format!("{what} {src}: no such file or directory{}", if from_root.is_some() { " in that stage" } else { " in the build context" }));
+            return Err(format!(
+                "{what} {src}: no such file or directory{}",
+                if from_root.is_some() {
+                    " in that stage"
+                } else {
+                    " in the build context"
+                }
+            ));
         }
         sources.extend(matched);
     }
@@ -433,12 +563,25 @@ fn copy(
     let lookup = |k: &str| vars.get(k).cloned();
     let what = if c.add { "ADD" } else { "COPY" };
     let dest = expand(&c.dest, &lookup);
-    let dest = if dest.starts_with('/') { dest } else { format!("{}/{dest}", if st.config.workdir.is_empty() { "" } else { st.config.workdir.trim_end_matches('/') }) };
+    let dest = if dest.starts_with('/') {
+        dest
+    } else {
+        format!(
+            "{}/{dest}",
+            if st.config.workdir.is_empty() {
+                ""
+            } else {
+                st.config.workdir.trim_end_matches('/')
+            }
+        )
+    };
     let into_dir = dest.ends_with('/') || sources.len() > 1;
     let target = in_root(&st.root, &dest);
     let mut made: Vec<PathBuf> = Vec::new();
     for src in &sources {
-        let is_dir = std::fs::symlink_metadata(src).map(|m| m.is_dir()).unwrap_or(false);
+        let is_dir = std::fs::symlink_metadata(src)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
         // Docker copies a directory's contents, not the directory.
         let to = if is_dir {
             target.clone()
@@ -457,13 +600,17 @@ fn copy(
         made.push(to);
     }
     if let Some(chown) = &c.chown {
-        let (uid, gid) = ids(&st.root, chown).ok_or(format!("{what} --chown={chown}: unknown user or group in the image"))?;
+        let (uid, gid) = ids(&st.root, chown).ok_or(format!(
+            "{what} --chown={chown}: unknown user or group in the image"
+        ))?;
         for path in made {
             let mut paths = vec![path.clone()];
             collect(&path, &mut paths);
             for p in paths {
                 if let Ok(rel) = p.strip_prefix(&st.root) {
-                    st.owners.by_path.insert(format!("/{}", rel.display()), (uid, gid));
+                    st.owners
+                        .by_path
+                        .insert(format!("/{}", rel.display()), (uid, gid));
                 }
             }
         }
@@ -484,7 +631,10 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// `user[:group]`, names looked up in the image's /etc/passwd and /etc/group.
 fn ids(root: &Path, spec: &str) -> Option<(u32, u32)> {
-    let (user, group) = spec.split_once(':').map(|(u, g)| (u, Some(g))).unwrap_or((spec, None));
+    let (user, group) = spec
+        .split_once(':')
+        .map(|(u, g)| (u, Some(g)))
+        .unwrap_or((spec, None));
     let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
         if let Ok(n) = name.parse::<u32>() {
             return Some((n, n));
@@ -513,14 +663,10 @@ fn normalize(p: &str) -> Option<PathBuf> {
     let mut out: Vec<String> = Vec::new();
     let mut up = 0;
     for c in Path::new(p).components() {
-        match c {
-            Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                if out.pop().is_none() {
-                    up += 1;
-                }
-            }
-            _ => {}
+        if let Component::Normal(n) = c {
+            out.push(n.to_string_lossy().into_owned());
+        } else if c == Component::ParentDir && out.pop().is_none() {
+            up += 1;
         }
     }
     let mut path = PathBuf::new();
@@ -548,7 +694,10 @@ fn glob(base: &Path, rel: &Path) -> Vec<PathBuf> {
                 continue;
             }
             if let Ok(rd) = std::fs::read_dir(dir) {
-                let mut names: Vec<_> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                let mut names: Vec<_> = rd
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
                 names.sort();
                 for n in names {
                     if wildcard(&pat, &n) {
@@ -572,9 +721,15 @@ pub fn wildcard(pat: &str, name: &str) -> bool {
             Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
             Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
             Some('[') => {
-                let Some(end) = p.iter().position(|c| *c == ']') else { return !n.is_empty() && n[0] == '[' && go(&p[1..], &n[1..]) };
+                let Some(end) = p.iter().position(|c| *c == ']') else {
+                    return !n.is_empty() && n[0] == '[' && go(&p[1..], &n[1..]);
+                };
                 let set = &p[1..end];
-                let (neg, set) = if set.first() == Some(&'!') || set.first() == Some(&'^') { (true, &set[1..]) } else { (false, set) };
+                let (neg, set) = if set.first() == Some(&'!') || set.first() == Some(&'^') {
+                    (true, &set[1..])
+                } else {
+                    (false, set)
+                };
                 let Some(c) = n.first() else { return false };
                 let mut hit = false;
                 let mut i = 0;
@@ -612,7 +767,11 @@ impl Ignore {
                     Some(p) => (true, p),
                     None => (false, l),
                 };
-                let comps = normalize(pat).unwrap_or_default().components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let comps = normalize(pat)
+                    .unwrap_or_default()
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
                 (keep, comps)
             })
             .collect();
@@ -621,7 +780,10 @@ impl Ignore {
 
     /// Whether context path `rel` (or a directory above it) is excluded.
     fn excluded(&self, rel: &Path) -> bool {
-        let comps: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let comps: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         let mut out = false;
         for (keep, pat) in &self.rules {
             let hit = (1..=comps.len()).any(|k| matches(pat, &comps[..k]));
@@ -649,7 +811,13 @@ mod tests {
     fn wildcards_and_ignore_rules() {
         assert!(wildcard("*.txt", "a.txt") && !wildcard("*.txt", "a.tx"));
         assert!(wildcard("f[0-9]?", "f1x") && !wildcard("f[!0-9]", "f1"));
-        let ig = Ignore { rules: vec![(false, vec!["**".into(), "*.log".into()]), (false, vec!["secret".into()]), (true, vec!["keep.log".into()])] };
+        let ig = Ignore {
+            rules: vec![
+                (false, vec!["**".into(), "*.log".into()]),
+                (false, vec!["secret".into()]),
+                (true, vec!["keep.log".into()]),
+            ],
+        };
         assert!(ig.excluded(Path::new("a/b/x.log")));
         assert!(ig.excluded(Path::new("secret/inner")));
         assert!(!ig.excluded(Path::new("keep.log")));

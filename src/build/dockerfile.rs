@@ -99,12 +99,18 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Line>, ParseError> {
             instruction: instruction(&pending).map_err(|m| err(start, m))?,
         });
     }
-    match out.iter().find(|l| !matches!(l.instruction, Instruction::Arg(..))) {
+    match out
+        .iter()
+        .find(|l| !matches!(l.instruction, Instruction::Arg(..)))
+    {
         Some(Line {
             instruction: Instruction::From { .. },
             ..
         }) => Ok(out),
-        Some(l) => Err(err(l.line, "the first instruction must be FROM (after ARGs)".into())),
+        Some(l) => Err(err(
+            l.line,
+            "the first instruction must be FROM (after ARGs)".into(),
+        )),
         None => Err(err(1, "no FROM instruction".into())),
     }
 }
@@ -126,14 +132,24 @@ fn instruction(text: &str) -> Result<Instruction, String> {
     Ok(match keyword.as_str() {
         "FROM" => {
             need("an image")?;
-            let words: Vec<&str> = rest.split_whitespace().filter(|w| !w.starts_with("--platform")).collect();
+            let words: Vec<&str> = rest
+                .split_whitespace()
+                .filter(|w| !w.starts_with("--platform"))
+                .collect();
             match words.as_slice() {
-                [image] => Instruction::From { image: image.to_string(), name: None },
+                [image] => Instruction::From {
+                    image: image.to_string(),
+                    name: None,
+                },
                 [image, as_, name] if as_.eq_ignore_ascii_case("as") => Instruction::From {
                     image: image.to_string(),
                     name: Some(name.to_ascii_lowercase()),
                 },
-                _ => return Err(format!("expected `FROM IMAGE [AS NAME]`, found `FROM {rest}`")),
+                _ => {
+                    return Err(format!(
+                        "expected `FROM IMAGE [AS NAME]`, found `FROM {rest}`"
+                    ))
+                }
             }
         }
         "RUN" => {
@@ -178,7 +194,9 @@ fn instruction(text: &str) -> Result<Instruction, String> {
         "STOPSIGNAL" => Instruction::StopSignal(rest.to_string()),
         "SHELL" => match json_array(rest) {
             Some(v) => Instruction::Shell(v?),
-            None => return Err("SHELL needs a JSON array, e.g. SHELL [\"/bin/bash\", \"-c\"]".into()),
+            None => {
+                return Err("SHELL needs a JSON array, e.g. SHELL [\"/bin/bash\", \"-c\"]".into())
+            }
         },
         "MAINTAINER" => Instruction::Label(vec![("maintainer".into(), rest.to_string())]),
         _ => return Err(format!("unsupported instruction {word}")),
@@ -217,7 +235,9 @@ fn copy(rest: &str, add: bool) -> Result<Copy, String> {
     let mut rest = rest;
     while let Some(flag) = rest.strip_prefix("--") {
         let (word, tail) = flag.split_once(char::is_whitespace).unwrap_or((flag, ""));
-        let (key, value) = word.split_once('=').ok_or(format!("{name} --{word}: expected --FLAG=VALUE"))?;
+        let (key, value) = word
+            .split_once('=')
+            .ok_or(format!("{name} --{word}: expected --FLAG=VALUE"))?;
         match key {
             "from" => c.from = Some(value.to_ascii_lowercase()),
             "chown" => c.chown = Some(value.to_string()),
@@ -232,7 +252,9 @@ fn copy(rest: &str, add: bool) -> Result<Copy, String> {
         None => words.extend(rest.split_whitespace().map(str::to_string)),
     }
     if words.len() < 2 {
-        return Err(format!("{name} needs at least one source and a destination"));
+        return Err(format!(
+            "{name} needs at least one source and a destination"
+        ));
     }
     c.dest = words.pop().expect("two words");
     c.sources = words;
@@ -243,19 +265,26 @@ fn copy(rest: &str, add: bool) -> Result<Copy, String> {
 fn pairs(rest: &str, name: &str) -> Result<Vec<(String, String)>, String> {
     let first = rest.split_whitespace().next().unwrap_or("");
     if !first.contains('=') {
-        let (k, v) = rest.split_once(char::is_whitespace).ok_or(format!("{name} {rest}: no value"))?;
+        let (k, v) = rest
+            .split_once(char::is_whitespace)
+            .ok_or(format!("{name} {rest}: no value"))?;
         return Ok(vec![(k.to_string(), v.trim().to_string())]);
     }
     let mut out = Vec::new();
     for word in shell_words(rest)? {
-        let (k, v) = word.split_once('=').ok_or(format!("{name}: `{word}` is not KEY=VALUE"))?;
+        let (k, v) = word
+            .split_once('=')
+            .ok_or(format!("{name}: `{word}` is not KEY=VALUE"))?;
         out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
 }
 
 fn unquote(v: &str) -> String {
-    shell_words(v).ok().and_then(|w| w.into_iter().next()).unwrap_or_default()
+    shell_words(v)
+        .ok()
+        .and_then(|w| w.into_iter().next())
+        .unwrap_or_default()
 }
 
 /// Splits on unquoted whitespace, removing quotes and backslash escapes (keeps `$`).

@@ -24,7 +24,10 @@ fn write(root: &Path, rel: &str, text: &str, mode: u32) -> Result<()> {
         fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
     }
     // A base image may have the file as a symlink (Apptainer's own images do for some).
-    if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+    if path
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
         let _ = fs::remove_file(&path);
     }
     fs::write(&path, text).map_err(io(format!("writing {rel}")))?;
@@ -49,7 +52,11 @@ pub fn prepare(root: &Path) -> Result<()> {
             fs::write(&path, "").map_err(io(format!("creating {file}")))?;
         }
     }
-    for dir in ["/.singularity.d/env", "/.singularity.d/actions", "/.singularity.d/libs"] {
+    for dir in [
+        "/.singularity.d/env",
+        "/.singularity.d/actions",
+        "/.singularity.d/libs",
+    ] {
         fs::create_dir_all(root.join(&dir[1..])).map_err(io(format!("creating {dir}")))?;
     }
     let env = root.join(&POST_ENVIRONMENT[1..]);
@@ -60,19 +67,44 @@ pub fn prepare(root: &Path) -> Result<()> {
 }
 
 /// Writes the metadata of `stage` (the last one) and the definition file text.
-pub fn finish(root: &Path, stage: &Stage, deffile: &str, build_labels: &[(String, String)]) -> Result<()> {
+pub fn finish(
+    root: &Path,
+    stage: &Stage,
+    deffile: &str,
+    build_labels: &[(String, String)],
+) -> Result<()> {
     if let Some(env) = &stage.environment {
-        write(root, "/.singularity.d/env/90-environment.sh", &format!("{ENV_HEADER}{env}"), 0o755)?;
+        write(
+            root,
+            "/.singularity.d/env/90-environment.sh",
+            &format!("{ENV_HEADER}{env}"),
+            0o755,
+        )?;
     }
     if let Some(run) = &stage.runscript {
-        write(root, "/.singularity.d/runscript", &format!("#!/bin/sh\n\n{run}"), 0o755)?;
+        write(
+            root,
+            "/.singularity.d/runscript",
+            &format!("#!/bin/sh\n\n{run}"),
+            0o755,
+        )?;
     }
     if let Some(start) = &stage.startscript {
-        write(root, "/.singularity.d/startscript", &format!("#!/bin/sh\n\n{start}"), 0o755)?;
+        write(
+            root,
+            "/.singularity.d/startscript",
+            &format!("#!/bin/sh\n\n{start}"),
+            0o755,
+        )?;
     }
     if let Some(test) = &stage.test {
         let shell = test.interpreter.as_deref().unwrap_or("/bin/sh");
-        write(root, "/.singularity.d/test", &format!("#!{shell}\n\n{}", test.body), 0o755)?;
+        write(
+            root,
+            "/.singularity.d/test",
+            &format!("#!{shell}\n\n{}", test.body),
+            0o755,
+        )?;
     }
     if let Some(help) = &stage.help {
         write(root, "/.singularity.d/runscript.help", help, 0o644)?;
@@ -95,7 +127,10 @@ pub fn finish(root: &Path, stage: &Stage, deffile: &str, build_labels: &[(String
         &crate::convert::singularity_d::labels_json(&labels),
         0o644,
     )?;
-    for link in [("singularity", ".singularity.d/runscript"), ("environment", ".singularity.d/env/90-environment.sh")] {
+    for link in [
+        ("singularity", ".singularity.d/runscript"),
+        ("environment", ".singularity.d/env/90-environment.sh"),
+    ] {
         let path = root.join(link.0);
         if path.symlink_metadata().is_err() {
             let _ = std::os::unix::fs::symlink(link.1, &path);
@@ -121,16 +156,31 @@ fn apps(root: &Path, stage: &Stage) -> Result<()> {
                 .map_err(io(format!("creating {base}/{dir}")))?;
         }
         if let Some(run) = &app.run {
-            write(root, &format!("{base}/scif/runscript"), &format!("#!/bin/sh\n\n{run}"), 0o755)?;
+            write(
+                root,
+                &format!("{base}/scif/runscript"),
+                &format!("#!/bin/sh\n\n{run}"),
+                0o755,
+            )?;
         }
         if let Some(env) = &app.env {
-            write(root, &format!("{base}/scif/env/90-environment.sh"), &format!("{ENV_HEADER}{env}"), 0o755)?;
+            write(
+                root,
+                &format!("{base}/scif/env/90-environment.sh"),
+                &format!("{ENV_HEADER}{env}"),
+                0o755,
+            )?;
         }
         if let Some(help) = &app.help {
             write(root, &format!("{base}/scif/runscript.help"), help, 0o644)?;
         }
         if let Some(test) = &app.test {
-            write(root, &format!("{base}/scif/test"), &format!("#!/bin/sh\n\n{test}"), 0o755)?;
+            write(
+                root,
+                &format!("{base}/scif/test"),
+                &format!("#!/bin/sh\n\n{test}"),
+                0o755,
+            )?;
         }
         let labels: BTreeMap<String, String> = app.labels.iter().cloned().collect();
         write(
@@ -144,19 +194,31 @@ fn apps(root: &Path, stage: &Stage) -> Result<()> {
 }
 
 /// Writes generated `/.singularity.d` items (from an image config) into `root`.
-pub fn write_generated(root: &Path, items: &[crate::convert::singularity_d::Generated]) -> Result<()> {
+pub fn write_generated(
+    root: &Path,
+    items: &[crate::convert::singularity_d::Generated],
+) -> Result<()> {
     use crate::convert::singularity_d::Generated;
     for item in items {
         match item {
-            Generated::Dir { path } => fs::create_dir_all(root.join(&path[1..]))
-                .map_err(io(format!("creating {path}")))?,
-            Generated::File { path, mode, content } => {
-                write(root, path, &String::from_utf8_lossy(content), u32::from(*mode))?
+            Generated::Dir { path } => {
+                fs::create_dir_all(root.join(&path[1..])).map_err(io(format!("creating {path}")))?
             }
+            Generated::File {
+                path,
+                mode,
+                content,
+            } => write(
+                root,
+                path,
+                &String::from_utf8_lossy(content),
+                u32::from(*mode),
+            )?,
             Generated::Symlink { path, target } => {
                 let p = root.join(&path[1..]);
                 if p.symlink_metadata().is_err() {
-                    std::os::unix::fs::symlink(target, &p).map_err(io(format!("creating {path}")))?;
+                    std::os::unix::fs::symlink(target, &p)
+                        .map_err(io(format!("creating {path}")))?;
                 }
             }
         }

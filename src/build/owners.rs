@@ -49,7 +49,10 @@ impl Owners {
     }
 
     pub fn save(&self, file: &Path) -> std::io::Result<()> {
-        std::fs::write(file, serde_json::to_vec(self).expect("a map of strings serialises"))
+        std::fs::write(
+            file,
+            serde_json::to_vec(self).expect("a map of strings serialises"),
+        )
     }
 
     /// The records as inodes of tree `root` (paths that no longer exist are dropped).

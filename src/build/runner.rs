@@ -128,7 +128,10 @@ fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
     use nix::sched::{unshare, CloneFlags};
     let step = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
     if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
-        return step("cannot create a user namespace (unprivileged user namespaces disabled?)", &e);
+        return step(
+            "cannot create a user namespace (unprivileged user namespaces disabled?)",
+            &e,
+        );
     }
     for (file, text) in [
         ("/proc/self/setgroups", "deny".to_string()),
@@ -139,7 +142,13 @@ fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
             return step(&format!("writing {file}"), &e);
         }
     }
-    if let Err(e) = mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>) {
+    if let Err(e) = mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    ) {
         return step("making mounts private", &e);
     }
     for dir in ["dev", "proc", "sys"] {
@@ -162,13 +171,22 @@ fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
             continue;
         }
         // A symlink (systemd's stub resolv.conf) is replaced by a plain file for the step.
-        if target.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+        if target
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
             continue;
         }
         if !target.exists() && std::fs::write(&target, "").is_err() {
             continue;
         }
-        if let Err(e) = mount(Some(&host), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+        if let Err(e) = mount(
+            Some(&host),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
             return step(&format!("binding {}", host.display()), &e);
         }
     }
@@ -188,7 +206,13 @@ fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
     };
     let fds = [listener.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
-    if let Err(e) = sendmsg::<()>(sock, &[io::IoSlice::new(b"L")], &cmsg, MsgFlags::empty(), None) {
+    if let Err(e) = sendmsg::<()>(
+        sock,
+        &[io::IoSlice::new(b"L")],
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    ) {
         return step("passing the seccomp listener", &e);
     }
     drop(listener);
@@ -282,7 +306,14 @@ fn target_of(n: &seccomp::Notif, root: &Path, root_fd: &OwnedFd) -> Option<((u64
     {
         if nr == libc::SYS_chown || nr == libc::SYS_lchown {
             let path = read_path(pid, a[0])?;
-            let st = stat_in(pid, root, root_fd, libc::AT_FDCWD, &path, nr == libc::SYS_chown)?;
+            let st = stat_in(
+                pid,
+                root,
+                root_fd,
+                libc::AT_FDCWD,
+                &path,
+                nr == libc::SYS_chown,
+            )?;
             let (u, g) = ids(a[1], a[2]);
             return Some((st, u, g));
         }
@@ -369,7 +400,11 @@ fn stat_in(
         resolve: RESOLVE_IN_ROOT,
     };
     let c = CString::new(inside.trim_start_matches('/')).ok()?;
-    let c = if c.as_bytes().is_empty() { CString::new(".").ok()? } else { c };
+    let c = if c.as_bytes().is_empty() {
+        CString::new(".").ok()?
+    } else {
+        c
+    };
     // SAFETY: valid pointers for the call; the result is a new descriptor or -1.
     let fd = unsafe {
         libc::syscall(

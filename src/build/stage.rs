@@ -46,7 +46,12 @@ pub fn run_stage(
             .status()
             .map_err(io("running %setup"))?;
         if !status.success() {
-            return Err(failed(dirs, "%setup", setup.line, status.code().unwrap_or(128)));
+            return Err(failed(
+                dirs,
+                "%setup",
+                setup.line,
+                status.code().unwrap_or(128),
+            ));
         }
     }
     for files in &stage.files {
@@ -71,7 +76,8 @@ pub fn run_stage(
         if let Some(install) = &app.install {
             say(&format!("%appinstall {name}"));
             let cwd = format!("/scif/apps/{name}");
-            std::fs::create_dir_all(in_root(dirs.root, &cwd)).map_err(io(format!("creating {cwd}")))?;
+            std::fs::create_dir_all(in_root(dirs.root, &cwd))
+                .map_err(io(format!("creating {cwd}")))?;
             run_script(dirs, install, &format!("%appinstall {name}"), &cwd, owners)?;
         }
     }
@@ -141,18 +147,36 @@ fn copy_files(copies: &[FileCopy], from_root: Option<&Path>, dirs: &StageDirs) -
 /// The environment of a step, as Apptainer gives `%post`.
 fn base_env() -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
         ("HOME".into(), "/root".into()),
         ("LANG".into(), "C".into()),
         ("APPTAINER_CONTAINER".into(), "/".into()),
         ("APPTAINER_ROOTFS".into(), "/".into()),
         ("SINGULARITY_ROOTFS".into(), "/".into()),
-        ("APPTAINER_ENVIRONMENT".into(), metadata::POST_ENVIRONMENT.into()),
-        ("SINGULARITY_ENVIRONMENT".into(), metadata::POST_ENVIRONMENT.into()),
+        (
+            "APPTAINER_ENVIRONMENT".into(),
+            metadata::POST_ENVIRONMENT.into(),
+        ),
+        (
+            "SINGULARITY_ENVIRONMENT".into(),
+            metadata::POST_ENVIRONMENT.into(),
+        ),
         ("APPTAINER_LABELS".into(), metadata::BUILD_LABELS.into()),
         ("SINGULARITY_LABELS".into(), metadata::BUILD_LABELS.into()),
     ];
-    for key in ["TERM", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SOURCE_DATE_EPOCH"] {
+    for key in [
+        "TERM",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "SOURCE_DATE_EPOCH",
+    ] {
         if let Ok(v) = std::env::var(key) {
             env.push((key.into(), v));
         }
@@ -176,11 +200,20 @@ pub(crate) fn run_owned(step: &Step, owners: &mut Owners) -> std::io::Result<i32
     Ok(status)
 }
 
-fn run_script(dirs: &StageDirs, script: &Script, what: &str, cwd: &str, owners: &mut Owners) -> Result<()> {
+fn run_script(
+    dirs: &StageDirs,
+    script: &Script,
+    what: &str,
+    cwd: &str,
+    owners: &mut Owners,
+) -> Result<()> {
     let step = Step {
         root: dirs.root,
         argv: vec![
-            script.interpreter.clone().unwrap_or_else(|| "/bin/sh".into()),
+            script
+                .interpreter
+                .clone()
+                .unwrap_or_else(|| "/bin/sh".into()),
             "-e".into(),
             "-c".into(),
             script.body.clone(),

@@ -194,7 +194,11 @@ pub fn main() -> u8 {
             &global,
             &runtime,
             &image,
-            Action::Exec(crate::commands::recipe::TEST_COMMAND.map(String::from).to_vec()),
+            Action::Exec(
+                crate::commands::recipe::TEST_COMMAND
+                    .map(String::from)
+                    .to_vec(),
+            ),
         ),
         Command::Container(ContainerCommand::RunHelp {
             runtime,

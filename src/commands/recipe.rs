@@ -105,7 +105,10 @@ fn build_args(args: &RecipeArgs) -> anyhow::Result<BTreeMap<String, String>> {
                 continue;
             }
             let Some((k, v)) = line.split_once('=') else {
-                bail!("--build-arg-file {}: expected NAME=VALUE, found `{line}`", file.display());
+                bail!(
+                    "--build-arg-file {}: expected NAME=VALUE, found `{line}`",
+                    file.display()
+                );
             };
             out.insert(k.trim().to_string(), v.to_string());
         }
@@ -136,7 +139,9 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
     let recipe = deffile::parse(file, &text, &build_args(&args.recipe)?)?;
     for name in &recipe.unused_args {
-        progress.say(&format!("rsing: warning: --build-arg {name} is not used by {file}"));
+        progress.say(&format!(
+            "rsing: warning: --build-arg {name} is not used by {file}"
+        ));
     }
     super::build::refuse_existing(&args.target, args.force)?;
     if !args.sandbox && args.target.is_dir() {
@@ -166,37 +171,40 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
                 .restore(&key, &root)
                 .with_context(|| format!("restoring cached stage {label}"))?;
         } else {
-        match stage.bootstrap.source(&stage.from) {
-            None => std::fs::create_dir(&root)
-                .with_context(|| format!("cannot create {}", root.display()))?,
-            Some(source) if Path::new(&source).is_dir() => {
-                progress.say(&format!("stage {label}: copying {source}"));
-                copy::copy_tree(Path::new(&source), &root)
-                    .with_context(|| format!("{file}:{}: copying base {source}", stage.line))?
+            match stage.bootstrap.source(&stage.from) {
+                None => std::fs::create_dir(&root)
+                    .with_context(|| format!("cannot create {}", root.display()))?,
+                Some(source) if Path::new(&source).is_dir() => {
+                    progress.say(&format!("stage {label}: copying {source}"));
+                    copy::copy_tree(Path::new(&source), &root)
+                        .with_context(|| format!("{file}:{}: copying base {source}", stage.line))?
+                }
+                Some(source) => {
+                    progress.say(&format!("stage {label}: base {source}"));
+                    let unpacked =
+                        super::build::unpack_source(&source, &root, &args.convert, progress)
+                            .with_context(|| {
+                                format!("{file}:{}: base image {source}", stage.line)
+                            })?;
+                    base_owners = unpacked.owners;
+                }
             }
-            Some(source) => {
-                progress.say(&format!("stage {label}: base {source}"));
-                let unpacked = super::build::unpack_source(&source, &root, &args.convert, progress)
-                    .with_context(|| format!("{file}:{}: base image {source}", stage.line))?;
-                base_owners = unpacked.owners;
+            owners = Owners::default();
+            for (path, uid, gid) in std::mem::take(&mut base_owners) {
+                owners.by_path.insert(path, (uid, gid));
             }
-        }
-        owners = Owners::default();
-        for (path, uid, gid) in std::mem::take(&mut base_owners) {
-            owners.by_path.insert(path, (uid, gid));
-        }
-        let dirs = StageDirs {
-            root: &root,
-            file,
-            context: &context,
-            stages: &roots,
-        };
-        let say = |what: &str| {
-            progress.clear();
-            progress.say(&format!("stage {label}: {what}"));
-        };
-        crate::build::run_stage(stage, &dirs, &mut owners, &say)?;
-        steps.save(&key, Some(&root), &owners, None);
+            let dirs = StageDirs {
+                root: &root,
+                file,
+                context: &context,
+                stages: &roots,
+            };
+            let say = |what: &str| {
+                progress.clear();
+                progress.say(&format!("stage {label}: {what}"));
+            };
+            crate::build::run_stage(stage, &dirs, &mut owners, &say)?;
+            steps.save(&key, Some(&root), &owners, None);
         }
         let say = |what: &str| {
             progress.clear();
@@ -224,7 +232,8 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
         let options = args.convert.options(text.clone().into_bytes())?;
         let mut out = AtomicFile::create(&args.target, 0o755)
             .with_context(|| format!("cannot create {}", args.target.display()))?;
-        let owner = |path: &[u8], _: &std::fs::Metadata| owners.owner(&String::from_utf8_lossy(path));
+        let owner =
+            |path: &[u8], _: &std::fs::Metadata| owners.owner(&String::from_utf8_lossy(path));
         crate::convert::dir_to_sif_owned(&root, out.file(), &options, Vec::new(), &owner)
             .with_context(|| format!("packing {}", args.target.display()))?;
         out.commit()
@@ -261,13 +270,17 @@ fn stage_key(
     );
     let mut k = key("", &[b"stage", steps.as_bytes(), args_text.as_bytes()]);
     if stage.bootstrap == deffile::Bootstrap::LocalImage {
-        k = key(&k, &[content_hash(&[PathBuf::from(&stage.from)]).as_bytes()]);
+        k = key(
+            &k,
+            &[content_hash(&[PathBuf::from(&stage.from)]).as_bytes()],
+        );
     }
     for files in &stage.files {
         match &files.from {
             Some(from) => k = key(&k, &[keys.get(from).map(String::as_bytes).unwrap_or(b"")]),
             None => {
-                let paths: Vec<PathBuf> = files.copies.iter().map(|c| context.join(&c.src)).collect();
+                let paths: Vec<PathBuf> =
+                    files.copies.iter().map(|c| context.join(&c.src)).collect();
                 k = key(&k, &[content_hash(&paths).as_bytes()]);
             }
         }
@@ -337,7 +350,9 @@ impl crate::build::docker::Bases for Bases<'_> {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .map(|v| v.get("config").cloned().unwrap_or(v));
         if let Some(c) = &config {
-            self.configs.borrow_mut().insert(image.to_string(), c.clone());
+            self.configs
+                .borrow_mut()
+                .insert(image.to_string(), c.clone());
         }
         Ok(crate::build::docker::Base {
             config,
@@ -396,7 +411,9 @@ pub fn build_dockerfile(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::R
         &lines,
     )?;
     for name in &built.unused_args {
-        progress.say(&format!("rsing: warning: --build-arg {name} is not used by {file}"));
+        progress.say(&format!(
+            "rsing: warning: --build-arg {name} is not used by {file}"
+        ));
     }
     let facts = crate::convert::singularity_d::ImageFacts {
         env: built.config.env_strings(),
@@ -417,7 +434,8 @@ pub fn build_dockerfile(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::R
         let mut out = AtomicFile::create(&args.target, 0o755)
             .with_context(|| format!("cannot create {}", args.target.display()))?;
         let owners = &built.owners;
-        let owner = |path: &[u8], _: &std::fs::Metadata| owners.owner(&String::from_utf8_lossy(path));
+        let owner =
+            |path: &[u8], _: &std::fs::Metadata| owners.owner(&String::from_utf8_lossy(path));
         crate::convert::dir_to_sif_owned(&built.root, out.file(), &options, oci, &owner)
             .with_context(|| format!("packing {}", args.target.display()))?;
         out.commit()
