@@ -19,6 +19,8 @@ pub mod cli;
 pub mod commands;
 pub mod convert;
 pub mod fuse;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpu;
 pub mod image;
 pub mod oci;

@@ -186,7 +186,7 @@ fn host_network_and_time_files_are_provided() {
     let img = image!(BUSYBOX);
     for file in ["/etc/resolv.conf", "/etc/hosts", "/etc/localtime"] {
         let Ok(host) = std::fs::read(file) else {
-            eprintln!("SKIP: {file} does not exist on this host");
+            crate::util::skip(&format!("{file} does not exist on this host"));
             continue;
         };
         let inside = t.exec(&img, ["sha256sum", file]).stdout_str();

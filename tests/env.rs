@@ -1,6 +1,7 @@
 //! Environment composition, Apptainer's precedence: host vars pass through unless --cleanenv;
-//! image env scripts override same-name host vars (except `${VAR:-default}` forms);
-//! RSINGENV_K and --env/--env-file override the image; PATH and LD_LIBRARY_PATH never leak.
+//! the image's values (env scripts, OCI `Env` even in its `${VAR:-default}` form) win over
+//! same-name host vars; RSINGENV_K/APPTAINERENV_K and --env/--env-file override the image;
+//! PATH and LD_LIBRARY_PATH never leak.
 
 use crate::fixtures::BUSYBOX;
 use crate::util::TestEnv;
@@ -48,14 +49,19 @@ fn image_environment_applies() {
     let out = t.sh(&img, &show(&["IMGVAR", "ENV90", "PATH"]));
     assert_eq!(
         out,
-        "IMGVAR=[from-image]\nENV90=[ninety]\nPATH=[/bin:/usr/bin]"
+        "IMGVAR=[from-image]\nENV90=[ninety]\nPATH=[/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin]"
     );
 }
 
 #[test]
 fn image_values_win_over_host_values() {
-    // Apptainer: the image's environment scripts are sourced without the host's values, so
-    // even a `${VAR:-default}` image value is not replaced by a same-name host variable.
+    // Apptainer's action script (internal/pkg/util/fs/files/action_script.sh) unsets the
+    // host's variables (`clear_env`) before it sources /.singularity.d/env/*.sh and restores
+    // only those still unset afterwards (`restore_env`), so even a `${VAR:-default}` image
+    // value is not replaced by a same-name host variable. Its user guide says so ("an
+    // environment variable set on the host will not override a variable of the same name
+    // that has been set inside the container image"), and its e2e test
+    // `TestImageCgoEnabledOverride_KO` checks it.
     let t = TestEnv::new();
     let img = image!(BUSYBOX);
     let cmd = t.exec(&img, ["sh", "-c", &show(&["IMGVAR", "ENV90"])]);
@@ -117,7 +123,10 @@ fn host_search_paths_do_not_leak() {
         .env("LD_LIBRARY_PATH", "/host/lib");
     let out = cmd.stdout_str();
     assert!(!out.contains("/host/"), "host search paths leaked:\n{out}");
-    assert!(out.contains("PATH=[/bin:/usr/bin]"), "{out}");
+    assert!(
+        out.contains("PATH=[/bin:/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin]"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -130,4 +139,94 @@ fn container_variables_name_the_image() {
         img.display()
     );
     assert_eq!(out, expected);
+}
+
+/// The same SIF under both runtimes: an image converted from OCI by `rsing build` carries
+/// Apptainer's `10-docker2singularity.sh` (PATH exported plainly, every other `Env` entry as
+/// `${K:-"value"}`), and rsing gives it Apptainer's precedence: the image's values win over
+/// same-name host variables (PATH included), with or without --cleanenv, host-only variables
+/// pass through, and APPTAINERENV_K / --env win over the image.
+#[test]
+fn oci_env_of_a_converted_image_wins_over_the_host() {
+    use crate::util::oci::{self, Config, Layout};
+    let t = TestEnv::new();
+    let Some(sandbox) = crate::fixtures::get(crate::fixtures::Fixture::Sandbox) else {
+        return;
+    };
+    let mut image = oci::busybox_image(&sandbox);
+    image.config = Config {
+        env: vec![
+            "PATH=/opt/img/bin:/usr/bin:/bin".into(),
+            "FOO=image".into(),
+            "LANG=C.UTF-8".into(),
+        ],
+        ..Config::default()
+    };
+    let layout = Layout::create(&t.dir.join("layout"));
+    layout.add_image("1", &image);
+    let sif = t.cwd.join("oci-env.sif");
+    t.rsing()
+        .env("RSING_CACHEDIR", t.dir.join("cache"))
+        .arg("build")
+        .arg(&sif)
+        .arg(layout.reference("1"))
+        .assert_exit(0);
+
+    let script = t
+        .exec(
+            &sif,
+            ["cat", "/.singularity.d/env/10-docker2singularity.sh"],
+        )
+        .stdout_str();
+    for line in [
+        r#"export PATH="/opt/img/bin:/usr/bin:/bin""#,
+        r#"export FOO="${FOO:-"image"}""#,
+        r#"export LANG="${LANG:-"C.UTF-8"}""#,
+    ] {
+        assert!(
+            script.lines().any(|l| l == line),
+            "{line} missing in:\n{script}"
+        );
+    }
+
+    let names = ["FOO", "LANG", "ONLYHOST", "PATH"];
+    let run = |opts: &[&str], vars: &[(&str, &str)]| {
+        let mut cmd = t
+            .exec_with(opts, &sif, ["/bin/sh", "-c", &show(&names)])
+            .env("PATH", "/host/bin:/usr/bin:/bin")
+            .env("FOO", "host")
+            .env("LANG", "en_US.UTF-8")
+            .env("ONLYHOST", "h");
+        for (k, v) in vars {
+            cmd = cmd.env(k, v);
+        }
+        cmd.stdout_str()
+    };
+    // Apptainer's `fixpath` appends the default directories the image's PATH lacks.
+    let image_path =
+        "PATH=[/opt/img/bin:/usr/bin:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin]";
+    let out = run(&[], &[]);
+    assert!(
+        out.starts_with(&format!(
+            "FOO=[image]\nLANG=[C.UTF-8]\nONLYHOST=[h]\n{image_path}"
+        )),
+        "host values replaced the image's:\n{out}"
+    );
+    assert!(!out.contains("/host/"), "{out}");
+    for flag in ["--cleanenv", "--containall"] {
+        let out = run(&[flag], &[]);
+        assert!(
+            out.starts_with(&format!(
+                "FOO=[image]\nLANG=[C.UTF-8]\nONLYHOST=[]\n{image_path}"
+            )),
+            "with {flag}:\n{out}"
+        );
+    }
+    let out = run(&[], &[("APPTAINERENV_FOO", "apptainerenv")]);
+    assert!(out.starts_with("FOO=[apptainerenv]\n"), "{out}");
+    let out = run(
+        &["--env", "FOO=flag"],
+        &[("APPTAINERENV_FOO", "apptainerenv")],
+    );
+    assert!(out.starts_with("FOO=[flag]\n"), "{out}");
 }

@@ -185,7 +185,10 @@ fn exec_and_run_docker_refs_pull_into_the_cache() {
     let cmd = rsing(&t, "cache").args(["exec", &uri, "/bin/busybox", "echo", "hi"]);
     assert_eq!(cmd.stdout_str(), "hi");
     let cmd = rsing(&t, "cache").args(["exec", &uri, "sh", "-c", "echo $PATH"]);
-    assert_eq!(cmd.stdout_str(), "/usr/local/bin:/usr/bin:/bin");
+    assert_eq!(
+        cmd.stdout_str(),
+        "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+    );
     assert_eq!(sif_files(&t, "cache").len(), 1);
     // The OCI entrypoint through `run docker://`, arguments replacing Cmd.
     let layout = Layout::create(&t.dir.join("run-layout"));

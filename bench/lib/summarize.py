@@ -23,6 +23,7 @@ SECTION_TITLES = {
     "python": "2a. `python3 -c 'import numpy'` per fresh container (warm page cache)",
     "find": "2b. `find /usr -type f | wc -l` per fresh container (warm page cache)",
     "read": "2c. Read every file under /usr in one container (cold: page cache dropped before each run)",
+    "bigfile": "2d. Read one 1 GiB file (warm, and cold with the page cache dropped)",
     "build": "3. Image conversion: OCI layout -> SquashFS/SIF",
 }
 
@@ -33,6 +34,7 @@ TARGETS = [
     ("python", None, "rsing", ["bwrap"], 1.1),
     ("find", None, "rsing", ["bwrap"], 1.5),
     ("read", None, "rsing", ["kernel-squashfs"], 1.3),
+    ("bigfile", None, "rsing", ["kernel-squashfs"], 1.1),
 ]
 
 

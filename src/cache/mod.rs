@@ -26,7 +26,8 @@ pub fn reflink(from: &File, to: &File) -> bool {
     // FICLONE = _IOW(0x94, 9, int)
     const FICLONE: libc::c_ulong = 0x4004_9409;
     // SAFETY: both descriptors are open for the duration of the call.
-    unsafe { libc::ioctl(to.as_raw_fd(), FICLONE, from.as_raw_fd()) == 0 }
+    // `as _`: the request's type is c_ulong on glibc and c_int on musl.
+    unsafe { libc::ioctl(to.as_raw_fd(), FICLONE as _, from.as_raw_fd()) == 0 }
 }
 
 /// The cache directory of this user.
@@ -51,12 +52,24 @@ pub struct KeyLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
+/// The cache-wide lock on `in-use.lock`: shared while a pull or build uses the cache (from
+/// resolving to opening its image), exclusive while `clean` removes entries, so a clean never
+/// takes a blob or image from under a pull; it waits for running pulls instead.
+pub struct UseLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
 impl Cache {
-    /// `$RSING_CACHEDIR`, else `$XDG_CACHE_HOME/rsing`, else `$HOME/.cache/rsing`.
+    /// `$RSING_CACHEDIR`, else `$APPTAINER_CACHEDIR/rsing` (or `$SINGULARITY_CACHEDIR/rsing`:
+    /// sites point those at scratch space because of home quotas; the subdirectory keeps
+    /// Apptainer's own cache apart), else `$XDG_CACHE_HOME/rsing`, else `$HOME/.cache/rsing`.
     pub fn locate() -> io::Result<Cache> {
         let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
         let root = if let Some(dir) = env("RSING_CACHEDIR") {
             PathBuf::from(dir)
+        } else if let Some(dir) = env("APPTAINER_CACHEDIR").or_else(|| env("SINGULARITY_CACHEDIR"))
+        {
+            PathBuf::from(dir).join("rsing")
         } else if let Some(xdg) = env("XDG_CACHE_HOME") {
             PathBuf::from(xdg).join("rsing")
         } else if let Some(home) = env("HOME") {
@@ -105,6 +118,35 @@ impl Cache {
         Ok(KeyLock { _lock: lock })
     }
 
+    /// Shares the cache with other pulls; waits only while a `clean` runs.
+    pub fn in_use(&self) -> io::Result<UseLock> {
+        self.use_lock(nix::fcntl::FlockArg::LockShared)
+    }
+
+    fn use_lock(&self, how: nix::fcntl::FlockArg) -> io::Result<UseLock> {
+        std::fs::create_dir_all(&self.root)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("in-use.lock"))?;
+        let nonblock = match how {
+            nix::fcntl::FlockArg::LockShared => nix::fcntl::FlockArg::LockSharedNonblock,
+            _ => nix::fcntl::FlockArg::LockExclusiveNonblock,
+        };
+        let file = match nix::fcntl::Flock::lock(file, nonblock) {
+            Ok(lock) => return Ok(UseLock { _lock: lock }),
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+            Err((_, e)) => return Err(e.into()),
+        };
+        tracing::warn!(
+            "the cache {} is busy (a pull or a clean is running); waiting",
+            self.root.display()
+        );
+        let lock = nix::fcntl::Flock::lock(file, how).map_err(|(_, e)| io::Error::from(e))?;
+        Ok(UseLock { _lock: lock })
+    }
+
     /// Every blob and image in the cache.
     pub fn list(&self) -> io::Result<Vec<Entry>> {
         let mut out = Vec::new();
@@ -117,7 +159,9 @@ impl Cache {
 
     /// Removes entries unused for `older_than` (all entries when `None`); returns what was
     /// removed. Leftovers of interrupted downloads (`*.partial`) go too.
+    /// Waits for running pulls and builds to finish (see [`UseLock`]).
     pub fn clean(&self, older_than: Option<Duration>) -> io::Result<Vec<Entry>> {
+        let _exclusive = self.use_lock(nix::fcntl::FlockArg::LockExclusive)?;
         let now = SystemTime::now();
         let mut removed = Vec::new();
         for entry in self.list()? {

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::exec::{self, Action, RuntimeArgs};
-use crate::commands::Global;
+use crate::commands::{term, Global};
 use crate::runtime;
+
+mod apptainer;
+mod version;
 
 /// Exit status for rsing's own failures (Apptainer's convention).
 const FAILURE: u8 = 255;
@@ -18,6 +21,7 @@ const FAILURE: u8 = 255;
 #[command(
     name = "rsing",
     version,
+    long_version = version::LONG,
     about = "Rootless containers for HPC: run SIF and SquashFS images as yourself",
     propagate_version = true
 )]
@@ -28,7 +32,8 @@ struct Cli<C: Subcommand> {
     /// Only errors
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// Site configuration file (default /etc/rsing/rsing.conf)
+    /// Your configuration file, read on top of the system's /etc/rsing/rsing.conf (it may only
+    /// add preferences; the system file's restrictions always apply)
     #[arg(long, global = true, env = "RSING_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -58,23 +63,15 @@ enum ContainerCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run the image's test script (the %test section of its definition file)
+    /// Run the image's test script (/.singularity.d/test) with arguments
     Test {
         #[command(flatten)]
         runtime: RuntimeArgs,
         /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
         image: String,
-    },
-    /// Show the image's help (the %help section of its definition file)
-    #[command(name = "run-help")]
-    RunHelp {
-        #[command(flatten)]
-        runtime: RuntimeArgs,
-        /// Show this SCIF app's help instead
-        #[arg(long, value_name = "NAME")]
-        app: Option<String>,
-        /// SIF file, SquashFS file, directory or docker://REF (pulled into the cache)
-        image: String,
+        /// Arguments for the test script
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Start an interactive shell inside an image
     Shell {
@@ -113,11 +110,30 @@ enum Command {
     /// Registry credentials (login, logout)
     #[command(subcommand)]
     Registry(crate::commands::registry::RegistryCommand),
+    /// Persistent overlays: create an ext3 overlay image, seal a directory overlay into SquashFS
+    #[command(subcommand)]
+    Overlay(crate::commands::overlay::OverlayCommand),
     /// Show an image's labels, environment, runscript, definition file or OCI config
     Inspect(crate::commands::inspect::InspectArgs),
+    /// Show the help text of an image's runscript (/.singularity.d/runscript.help)
+    #[command(name = "run-help")]
+    RunHelp {
+        /// SIF file, SquashFS file or directory
+        image: String,
+    },
     /// Objects of a SIF file (list, dump)
     #[command(subcommand)]
     Sif(crate::commands::sif::SifCommand),
+    /// Check what this host supports for rsing and why something fails (OK/WARN/FAIL, fixes)
+    #[command(visible_alias = "info")]
+    Doctor(crate::commands::doctor::DoctorArgs),
+    /// Write the man pages (rsing.1, rsing-SUBCOMMAND.1) into a directory (for installers)
+    #[command(hide = true)]
+    Man {
+        /// Directory for the pages (created if missing)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// The shared image server (started by rsing itself)
     #[command(name = "__serve", hide = true)]
     Serve(crate::commands::serve::ServeCli),
@@ -127,13 +143,12 @@ enum Command {
 /// them (building clap's model of every command was a tenth of a container start), then, for
 /// everything else and for every error, help or version request, with the full one, whose
 /// messages are the ones users see.
-fn parse() -> Result<Cli<Command>, clap::Error> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli<Command>, clap::Error> {
     let first_word = args
         .iter()
         .skip(1)
         .find(|a| !a.as_encoded_bytes().starts_with(b"-"));
-    if first_word.is_some_and(|w| w == "exec" || w == "run" || w == "shell") {
+    if first_word.is_some_and(|w| w == "exec" || w == "run" || w == "shell" || w == "test") {
         if let Ok(cli) = Cli::<ContainerCommand>::try_parse_from(&args) {
             return Ok(Cli {
                 verbose: cli.verbose,
@@ -148,7 +163,24 @@ fn parse() -> Result<Cli<Command>, clap::Error> {
 
 /// Parses the command line, runs the command, and returns the exit status.
 pub fn main() -> u8 {
-    let cli = match parse() {
+    main_with_args(std::env::args_os().collect())
+}
+
+/// [`main`] with the arguments given: where the C library does not hand argv to Rust's
+/// start-up code (musl, the static build), src/main.rs passes them from its own `main`.
+pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
+    let args = match apptainer::translate(args) {
+        Ok(args) => args,
+        Err(line) => {
+            eprintln!("rsing: error: {line}");
+            return 2;
+        }
+    };
+    if args.len() == 2 && args[1] == "version" {
+        println!("{}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let cli = match parse(args) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -165,6 +197,7 @@ pub fn main() -> u8 {
                 .collect();
             let first = first.join(" ");
             let first = first.strip_prefix("error: ").unwrap_or(&first);
+            let first = term::one_line(first);
             eprintln!("rsing: error: {first} (see 'rsing --help')");
             return 2;
         }
@@ -190,26 +223,12 @@ pub fn main() -> u8 {
             shell,
             image,
         }) => exec::run(&global, &runtime, &image, Action::Shell(shell)),
-        Command::Container(ContainerCommand::Test { runtime, image }) => exec::run(
-            &global,
-            &runtime,
-            &image,
-            Action::Exec(
-                crate::commands::recipe::TEST_COMMAND
-                    .map(String::from)
-                    .to_vec(),
-            ),
-        ),
-        Command::Container(ContainerCommand::RunHelp {
+        Command::Container(ContainerCommand::Test {
             runtime,
-            app,
             image,
-        }) => exec::run(
-            &global,
-            &runtime,
-            &image,
-            Action::Exec(crate::commands::recipe::help_command(app.as_deref())),
-        ),
+            args,
+        }) => exec::run(&global, &runtime, &image, Action::Test(args)),
+        Command::RunHelp { image } => crate::commands::inspect::run_help(&image),
         Command::Build(args) => crate::commands::build::build(&global, &args),
         Command::Pull(args) => crate::commands::build::pull(&global, &args),
         Command::Cache(cmd) => crate::commands::cache::run(&cmd),
@@ -226,9 +245,15 @@ pub fn main() -> u8 {
         }
         Command::Gpu(args) => crate::commands::gpu::run(&global, &args),
         Command::Module(cmd) => crate::commands::module::run(&global, &cmd),
+        Command::Overlay(cmd) => crate::commands::overlay::run(&cmd),
         Command::Inspect(args) => crate::commands::inspect::run(args),
         Command::Sif(cmd) => crate::commands::sif::run(cmd),
         Command::Serve(args) => crate::commands::serve::run(args),
+        Command::Doctor(args) => crate::commands::doctor::run(&global, &args),
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            crate::commands::manpages::write_all(Cli::<Command>::command(), &dir).map(|_| 0)
+        }
     };
     match result {
         Ok(code) => code.clamp(0, 255) as u8,
@@ -245,8 +270,8 @@ pub fn main() -> u8 {
     }
 }
 
-/// The error and its causes on one line, each cause once: library errors often already name
-/// their source in their own message.
+/// The error and its causes on one line, each cause once (library errors often already name
+/// their source in their own message), escaped for the terminal by [`term::one_line`].
 fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
@@ -259,7 +284,9 @@ fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line.replace('\n', " ")
+    // The edge where every error is printed: bytes from images and registries in it (tar
+    // names, a layer's first bytes, a server's message) cannot reach the terminal raw.
+    term::one_line(&line.replace('\n', " "))
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -274,7 +301,7 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => LevelFilter::TRACE,
     };
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| term::SafeStderr)
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_target(false);
     // RSING_LOG takes full EnvFilter directives. Without it, a plain target filter: parsing an

@@ -128,8 +128,14 @@ pub(super) fn unpack_source(
     };
     let mut scratch = AtomicFile::create(&parent.join(".rsing-sandbox.sif"), 0o600)
         .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+    let mut _in_use = None;
     let sif = match source.strip_prefix("docker://") {
-        Some(reference) => std::fs::File::open(fetch::cached_image(reference, convert, progress)?)?,
+        Some(reference) => {
+            // The cache entry stays in use (not cleaned) while it is read.
+            let (cached, in_use) = fetch::cached_image(reference, convert, progress)?;
+            _in_use = Some(in_use);
+            std::fs::File::open(cached)?
+        }
         None => {
             write_into(source, scratch.file(), convert, progress)?;
             scratch.file().try_clone()?
@@ -193,7 +199,7 @@ fn write_image(
         bail!("{} is a directory", target.display());
     }
     if let Some(reference) = source.strip_prefix("docker://") {
-        let cached = fetch::cached_image(reference, convert, progress)?;
+        let (cached, _in_use) = fetch::cached_image(reference, convert, progress)?;
         publish_copy(&cached, target)?;
     } else {
         let mut out = AtomicFile::create(target, 0o755)

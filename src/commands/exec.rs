@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
+use super::compat;
 use super::siteconf::{self, SiteConfig};
 use super::Global;
 use crate::image::{self, OpenedImage, Root};
@@ -21,7 +22,7 @@ pub struct RuntimeArgs {
     #[arg(short = 'B', long = "bind", value_name = "SPEC")]
     pub bind: Vec<String>,
     /// Home directory to use: SRC[:DST] (default: your $HOME at the same path)
-    #[arg(long = "home", value_name = "SRC[:DST]")]
+    #[arg(short = 'H', long = "home", value_name = "SRC[:DST]")]
     pub home: Option<String>,
     /// Do not mount the home directory
     #[arg(long)]
@@ -38,18 +39,32 @@ pub struct RuntimeArgs {
     /// Writable tmpfs overlay over the image, discarded at exit
     #[arg(long)]
     pub writable_tmpfs: bool,
+    /// Overlay: DIR (changes kept in DIR/upper), DIR:ro, FILE.sqfs; repeatable, later on top,
+    /// the last writable one takes the writes (docs/overlays.md)
+    #[arg(short = 'o', long = "overlay", value_name = "PATH[:ro]")]
+    pub overlay: Vec<String>,
+    /// Write into the image itself: a sandbox directory you can write
+    #[arg(short = 'w', long)]
+    pub writable: bool,
     /// Do not pass the host environment (TERM and proxy variables excepted)
     #[arg(short = 'e', long)]
     pub cleanenv: bool,
-    /// Set a variable inside: K=V (repeatable; also RSINGENV_K=V on the host)
+    /// Set variables inside: K=V (repeatable, comma lists; values are evaluated in the
+    /// container's shell unless --no-eval; also RSINGENV_K=V on the host)
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
     /// Read K=V lines from a file (repeatable)
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
     /// Appear as root (uid 0) inside the container
-    #[arg(long)]
+    #[arg(short = 'f', long)]
     pub fakeroot: bool,
+    /// Do not evaluate --env/RSINGENV_* values in the container's shell (`$PATH` stays as is)
+    #[arg(long)]
+    pub no_eval: bool,
+    /// Apptainer's nvidia-container-cli mode: accepted as --nv
+    #[arg(long, hide = true)]
+    pub nvccli: bool,
     /// Inject the host's NVIDIA driver: libraries, programs, device nodes (see `rsing gpu`)
     #[arg(long)]
     pub nv: bool,
@@ -64,6 +79,8 @@ pub enum Action {
     Exec(Vec<String>),
     Run(Vec<String>),
     Shell(Option<String>),
+    /// `rsing test`: the image's test script with arguments.
+    Test(Vec<String>),
 }
 
 /// Runs `action` in `image_arg` and returns the exit status for rsing.
@@ -74,17 +91,40 @@ pub fn run(
     action: Action,
 ) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
-    let site = siteconf::load(global.config.as_deref())?;
+    let site = siteconf::load_for(global)?;
     let host = HostFacts::gather().context("cannot read the calling process's state")?;
-    let image_path = match image_arg.strip_prefix("docker://") {
-        Some(reference) => pulled(global, reference)?,
-        None => PathBuf::from(image_arg),
+    let mut args = args.clone();
+    for note in compat::apply_flag_variables(&mut args, &host.env)? {
+        super::gpu::warn(global, &note);
+    }
+    let args = &args;
+    // A pulled image's cache lock is held until the image is open (`cache clean` waits).
+    let (image_path, in_use) = match image_arg.strip_prefix("docker://") {
+        Some(reference) => {
+            let (path, in_use) = pulled(global, reference)?;
+            (path, Some(in_use))
+        }
+        // Canonical, so that RSING_CONTAINER and the image server's key name the file once.
+        None => (
+            std::fs::canonicalize(image_arg).unwrap_or_else(|_| PathBuf::from(image_arg)),
+            None,
+        ),
     };
-    let opened = image::open(&image_path)?;
+    let mut opened = image::open(&image_path)?;
+    drop(in_use);
+    // The name the user gave (a symlink's, not its target's): RSING_NAME and the prompt.
+    if !image_arg.starts_with("docker://") {
+        if let Some(given) = Path::new(image_arg).file_name() {
+            opened.name = given.to_string_lossy().into_owned();
+        }
+    }
     let mut options = options(args, &site, &host)?;
     let gpu = if args.nv || !args.device.is_empty() {
         let gpu =
             super::gpu::injection(global, &site, &host, args.nv, &args.device, options.contain)?;
+        for bind in &gpu.binds {
+            site.check_bind_source(&bind.src)?;
+        }
         options.binds.extend(gpu.binds.iter().cloned());
         options.devices = gpu.devices.clone();
         if !gpu.libs.is_empty() {
@@ -97,10 +137,16 @@ pub fn run(
     } else {
         super::gpu::Injection::default()
     };
+    let (overlays, writable) = super::overlay::for_launch(args, &opened, &host)?;
     let (root, tree) = root_and_tree(&opened, &site, &host, &options)?;
     let tree = tree.tree();
     tracing::debug!(us = started.elapsed().as_micros() as u64, "image opened");
-    let plan = plan::build(&options, &host, tree)?;
+    if matches!(action, Action::Test(_)) && !is_kind(tree, TEST, NodeKind::File) {
+        // Apptainer's answer, and its status: an image without tests passes.
+        println!("No test script found in container, exiting");
+        return Ok(0);
+    }
+    let plan = plan::build(&options, &host, tree).map_err(|e| explain(&opened, e))?;
     let mut env = env_layers(args, &options, &host, &opened, tree, &plan, &action)?;
     env.runtime.extend(gpu.env.iter().cloned());
     if !gpu.libs.is_empty() {
@@ -120,6 +166,9 @@ pub fn run(
         launch: env.launch(argv),
         pid_ns: options.pid_ns,
         writable_tmpfs: options.writable_tmpfs,
+        overlays,
+        writable,
+        tmpfs_size_mib: site.sessiondir_max_mib,
         cwd_required: options.pwd.is_some(),
         plan,
     };
@@ -128,17 +177,18 @@ pub fn run(
 
 /// The cached SIF of `docker://REFERENCE`, pulled and converted first when missing (progress
 /// on stderr, so the command's own output stays clean).
-fn pulled(global: &Global, reference: &str) -> anyhow::Result<PathBuf> {
+fn pulled(global: &Global, reference: &str) -> anyhow::Result<(PathBuf, crate::cache::UseLock)> {
     use super::progress::{Mode, Progress};
     let progress = std::sync::Arc::new(Progress::new(Mode::detect(global.quiet)));
     let args = super::fetch::ConvertArgs {
         arch: None,
         compress: "zstd".into(),
+        block_size: 128 * 1024,
         insecure: false,
     };
-    let path = super::fetch::cached_image(reference, &args, &progress)?;
+    let pulled = super::fetch::cached_image(reference, &args, &progress)?;
     progress.clear();
-    Ok(path)
+    Ok(pulled)
 }
 
 /// Where to find the image's shared server, unless sharing is off (site config
@@ -245,7 +295,7 @@ fn options(
 ) -> anyhow::Result<plan::Options> {
     let contain = args.contain || args.containall;
     let mut specs = args.bind.clone();
-    if let Ok(env_binds) = std::env::var("RSING_BIND") {
+    if let Some(env_binds) = compat::bind_list(&host.env) {
         specs.push(env_binds);
     }
     let user_binds = binds::parse_list(&specs, &host.cwd).map_err(anyhow::Error::msg)?;
@@ -264,11 +314,13 @@ fn options(
             } else {
                 dst.to_string()
             };
+            let dst = binds::checked_destination(spec, &dst).map_err(anyhow::Error::msg)?;
             Some((src, dst))
         }
     };
     for src in user_binds
         .iter()
+        .chain(site_binds.iter())
         .map(|b| b.src.as_path())
         .chain(home.iter().map(|h| h.0.as_path()))
     {
@@ -292,6 +344,7 @@ fn options(
 
 const ENV_DIR: &str = "/.singularity.d/env";
 const RUNSCRIPT: &str = "/.singularity.d/runscript";
+const TEST: &str = "/.singularity.d/test";
 
 fn env_layers(
     args: &RuntimeArgs,
@@ -324,14 +377,25 @@ fn env_layers(
             .map(|n| format!("{ENV_DIR}/{n}"))
             .collect();
     }
-    let mut runtime_vars = vec![
-        ("HOME".to_string(), plan.home.clone()),
-        (
-            "RSING_CONTAINER".to_string(),
-            opened.path.to_string_lossy().into_owned(),
-        ),
-        ("RSING_NAME".to_string(), opened.name.clone()),
-    ];
+    let container = opened.path.to_string_lossy().into_owned();
+    let mut runtime_vars = vec![("HOME".to_string(), plan.home.clone())];
+    // Apptainer's names too: scripts test them to know they run in a container.
+    for prefix in ["RSING", "APPTAINER", "SINGULARITY"] {
+        runtime_vars.push((format!("{prefix}_CONTAINER"), container.clone()));
+        runtime_vars.push((format!("{prefix}_NAME"), opened.name.clone()));
+    }
+    let bound: Vec<String> = options
+        .binds
+        .iter()
+        .map(|b| {
+            let ro = if b.readonly { ":ro" } else { "" };
+            format!("{}:{}{ro}", b.src.display(), b.dst)
+        })
+        .collect();
+    if !bound.is_empty() {
+        runtime_vars.push(("APPTAINER_BIND".to_string(), bound.join(",")));
+        runtime_vars.push(("SINGULARITY_BIND".to_string(), bound.join(",")));
+    }
     if let Action::Shell(_) = action {
         runtime_vars.push(("PS1".to_string(), format!("rsing {}:\\w> ", opened.name)));
     }
@@ -350,15 +414,9 @@ fn env_layers(
             }
         }
     }
-    for (k, v) in &host.env {
-        if let Some(name) = k.strip_prefix("RSINGENV_") {
-            if environ::valid_name(name) {
-                user.push((name.to_string(), v.clone()));
-            }
-        }
-    }
-    for kv in &args.env {
-        match environ::parse_assignment(kv) {
+    user.extend(compat::user_variables(&host.env));
+    for kv in args.env.iter().flat_map(|a| compat::split_env_list(a)) {
+        match environ::parse_assignment(&kv) {
             Some(pair) => user.push(pair),
             None => bail!("--env '{kv}': expected NAME=VALUE"),
         }
@@ -370,6 +428,8 @@ fn env_layers(
         image_scripts,
         runtime: runtime_vars,
         user,
+        eval: !args.no_eval,
+        shell: is_kind(tree, "/bin/sh", NodeKind::File),
     })
 }
 
@@ -440,6 +500,7 @@ fn command_line(
                 argv
             }
         }
+        Action::Test(args) => std::iter::once(TEST.to_string()).chain(args).collect(),
         Action::Shell(shell) => match shell {
             Some(s) => vec![s],
             None if is_kind(tree, "/bin/bash", NodeKind::File) => {
@@ -448,4 +509,33 @@ fn command_line(
             None => vec!["/bin/sh".into()],
         },
     })
+}
+
+/// A planning error with the image named, and for a SquashFS image whose tables fail to read
+/// the reader's own account of what is wrong: through the tree a corrupt table is only EIO
+/// ("cannot resolve /etc/passwd in the image: Input/output error"). Only runs on failure.
+fn explain(opened: &OpenedImage, e: crate::runtime::Error) -> anyhow::Error {
+    let path = opened.path.display();
+    if let (Root::Squashfs { file, offset }, crate::runtime::Error::Image(_)) = (&opened.root, &e) {
+        let diagnosis = file
+            .try_clone()
+            .ok()
+            .and_then(|f| match Archive::open(f, *offset) {
+                Err(se) => Some(se.to_string()),
+                Ok(archive) => archive.root().err().map(|se| se.to_string()).or_else(|| {
+                    ["/etc/passwd", "/etc/group", "/etc", "/"]
+                        .iter()
+                        .find_map(|p| archive.resolve(p.as_bytes()).err())
+                        .map(|se| se.to_string())
+                }),
+            });
+        if let Some(why) = diagnosis {
+            // The reader's errors say "corrupt SquashFS: …" themselves.
+            return anyhow::anyhow!("image {path}: {why}");
+        }
+    }
+    match e {
+        crate::runtime::Error::Image(_) => anyhow::Error::new(e).context(format!("image {path}")),
+        e => anyhow::Error::new(e),
+    }
 }

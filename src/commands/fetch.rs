@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use super::progress::{ConvertProgress, Progress};
-use crate::cache::{AtomicFile, Cache};
+use crate::cache::{AtomicFile, Cache, UseLock};
 use crate::convert::{self, ConvertOptions};
 use crate::oci::{Digest, Platform, ResolvedImage};
 use crate::registry::{self, Reference, Registry};
@@ -26,6 +26,10 @@ pub struct ConvertArgs {
     /// lz4; optionally with a level, e.g. zstd:19
     #[arg(long, value_name = "ALG[:LEVEL]", default_value = "zstd")]
     pub compress: String,
+    /// SquashFS block size, a power of two from 4K to 1M (as `mksquashfs -b`): larger blocks
+    /// compress better, smaller ones waste less on random reads
+    #[arg(long, value_name = "SIZE", default_value = "128K", value_parser = parse_block_size)]
+    pub block_size: u32,
     /// Use plain HTTP for this registry (also RSING_INSECURE_REGISTRIES=host:port,…)
     #[arg(long)]
     pub insecure: bool,
@@ -63,6 +67,7 @@ impl ConvertArgs {
         Ok(ConvertOptions {
             compressor,
             level,
+            block_size: self.block_size,
             threads: 0,
             deffile,
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
@@ -70,6 +75,27 @@ impl ConvertArgs {
                 .and_then(|s| s.trim().parse().ok()),
         })
     }
+}
+
+/// `--block-size`: bytes, or a number with K or M, a power of two from 4 KiB to 1 MiB.
+fn parse_block_size(text: &str) -> Result<u32, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let (digits, unit) = match upper.strip_suffix('K') {
+        Some(d) => (d, 1024),
+        None => match upper.strip_suffix('M') {
+            Some(d) => (d, 1024 * 1024),
+            None => (upper.as_str(), 1),
+        },
+    };
+    let size = digits
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("'{text}' is not a size (e.g. 4K, 128K, 1M)"))?;
+    if !size.is_power_of_two() || !(4096..=1 << 20).contains(&size) {
+        return Err(format!("'{text}' is not a power of two from 4K to 1M"));
+    }
+    Ok(size)
 }
 
 /// `oci:`, `oci-archive:` or `docker-archive:`.
@@ -112,6 +138,28 @@ pub fn resolve_local(source: &str, args: &ConvertArgs) -> anyhow::Result<Resolve
     Ok(crate::oci::resolve_local(source, &args.platform()?)?)
 }
 
+/// With `--arch`, refuses an image built for another architecture: a registry may answer a
+/// single-platform manifest (no index to choose from), and writing an image that cannot run
+/// where it was asked for, with exit 0, hides the mistake until a job fails on the target node.
+fn check_architecture(
+    source: &str,
+    config: &oci_spec::image::ImageConfiguration,
+    args: &ConvertArgs,
+) -> anyhow::Result<()> {
+    let Some(asked) = &args.arch else {
+        return Ok(());
+    };
+    let wanted = args.platform()?;
+    let arch = config.architecture().to_string();
+    if arch != wanted.architecture {
+        bail!(
+            "{source}: no image for {wanted} (--arch {asked}): the only platform there is {}/{arch}",
+            config.os()
+        );
+    }
+    Ok(())
+}
+
 /// Converts `image` into `out`, with bars per layer.
 pub fn convert_into(
     image: &ResolvedImage,
@@ -120,6 +168,7 @@ pub fn convert_into(
     progress: &Arc<Progress>,
     deffile: &[u8],
 ) -> anyhow::Result<convert::ImageSummary> {
+    check_architecture(&image.source, &image.config, args)?;
     let options = args.options(deffile.to_vec())?;
     let sizes = image.layers.iter().map(|l| l.size).collect();
     let observer = Arc::new(ConvertProgress::start(Arc::clone(progress), sizes));
@@ -135,11 +184,15 @@ pub fn cached_image(
     reference: &str,
     args: &ConvertArgs,
     progress: &Arc<Progress>,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, UseLock)> {
     let reference = Reference::parse(reference)?;
     let platform = args.platform()?;
     let options = args.options(deffile_for(&format!("docker://{reference}")))?;
     let cache = Cache::locate().context("cache")?;
+    // Held until the caller has opened the image: `cache clean` waits for it.
+    let in_use = cache
+        .in_use()
+        .with_context(|| format!("cache {}", cache.root().display()))?;
     let blob_dir = cache
         .blob_dir()
         .with_context(|| format!("cache {}", cache.root().display()))?;
@@ -150,17 +203,19 @@ pub fn cached_image(
     })?
     .with_config_store(blob_dir.clone());
     let remote = client.resolve(&reference)?;
+    // Before any layer is downloaded.
+    check_architecture(&format!("docker://{reference}"), &remote.config, args)?;
     let key = image_key(&remote.manifest_digest, &platform, &options);
     let path = cache
         .image_path(&key)
         .with_context(|| format!("cache {}", cache.root().display()))?;
     if path.exists() {
         tracing::info!("using cached image {}", path.display());
-        return Ok(path);
+        return Ok((path, in_use));
     }
     let _lock = cache.lock(&key)?;
     if path.exists() {
-        return Ok(path); // converted by a concurrent rsing while we waited
+        return Ok((path, in_use)); // converted by a concurrent rsing while we waited
     }
     let files = client.fetch_blobs(&reference, &remote, &blob_dir, progress.as_ref())?;
     let image = remote.into_resolved(format!("docker://{reference}"), files);
@@ -169,7 +224,7 @@ pub fn cached_image(
     convert_into(&image, out.file(), args, progress, &options.deffile)?;
     out.commit()
         .with_context(|| format!("cache {}", path.display()))?;
-    Ok(path)
+    Ok((path, in_use))
 }
 
 /// Registries spoken to over plain HTTP: `--insecure` names this one; RSING_INSECURE_REGISTRIES
@@ -192,13 +247,17 @@ fn insecure_registries(args: &ConvertArgs, reference: &Reference) -> Vec<String>
 /// that changes the bytes written.
 fn image_key(manifest: &Digest, platform: &Platform, options: &ConvertOptions) -> String {
     use sha2::Digest as _;
-    let text = format!(
+    let mut text = format!(
         "rsing-image-v1\n{manifest}\n{platform}\n{:?}:{:?}\n{:?}\n{}",
         options.compressor,
         options.level,
         options.source_date_epoch,
         String::from_utf8_lossy(&options.deffile)
     );
+    // Added only when not the default, so that images cached before the option keep their key.
+    if options.block_size != 128 * 1024 {
+        text.push_str(&format!("\nblock size {}", options.block_size));
+    }
     let hash = sha2::Sha256::digest(text.as_bytes());
     hash.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }

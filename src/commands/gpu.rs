@@ -167,7 +167,7 @@ fn add_driver(
     out.env.extend(selection.env);
 }
 
-fn cdi_dirs(site: &SiteConfig) -> Vec<PathBuf> {
+pub fn cdi_dirs(site: &SiteConfig) -> Vec<PathBuf> {
     cdi::DEFAULT_SPEC_DIRS
         .iter()
         .map(PathBuf::from)
@@ -250,7 +250,7 @@ pub fn run_hooks(hooks: &[cdi::Hook], image: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run(global: &Global, args: &GpuArgs) -> anyhow::Result<i32> {
-    let site = siteconf::load(global.config.as_deref())?;
+    let site = siteconf::load_for(global)?;
     let host = HostFacts::gather().context("cannot read the calling process's state")?;
     let config = config(&site, &host)?;
     let found = gpu::discover(&config);

@@ -15,9 +15,23 @@ use crate::tree::{self, DirTree, NodeKind, Tree};
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// Print JSON (stable keys: image, labels, environment, runscript, deffile, oci_config)
+    /// Print JSON (stable keys: image, labels, environment, runscript, deffile, oci_config,
+    /// test, helpfile)
     #[arg(short = 'j', long)]
     json: bool,
+    /// JSON shape: rsing (default) or apptainer (`{"data":{"attributes":…}}`, as
+    /// `apptainer inspect --json` prints it, for tools that parse that)
+    #[arg(long, value_name = "FORMAT", default_value = "rsing", value_parser = ["rsing", "apptainer"])]
+    format: String,
+    /// The test script (/.singularity.d/test)
+    #[arg(short = 't', long)]
+    test: bool,
+    /// The runscript's help text (/.singularity.d/runscript.help)
+    #[arg(short = 'H', long)]
+    helpfile: bool,
+    /// Everything (implies --json, as in Apptainer)
+    #[arg(short = 'a', long)]
+    all: bool,
     /// Labels (the default when nothing is selected)
     #[arg(short = 'l', long)]
     labels: bool,
@@ -41,17 +55,34 @@ const LIMIT: usize = 16 << 20;
 const ENV_DIR: &str = "/.singularity.d/env";
 
 pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
-    let (opened, tree) = open_tree(Path::new(&args.image))?;
+    let (opened, tree) = open_tree(&canonical(&args.image))?;
     let report = Report::gather(&opened, tree.as_ref())?;
-    let none = !(args.labels || args.env || args.runscript || args.deffile || args.oci_config);
+    let none = !(args.labels
+        || args.env
+        || args.runscript
+        || args.deffile
+        || args.oci_config
+        || args.test
+        || args.helpfile
+        || args.all);
+    let all = args.all;
     let wanted = [
-        ("labels", args.labels || none),
-        ("environment", args.env),
-        ("runscript", args.runscript),
-        ("deffile", args.deffile),
-        ("oci_config", args.oci_config),
+        ("labels", args.labels || none || all),
+        ("environment", args.env || all),
+        ("runscript", args.runscript || all),
+        ("deffile", args.deffile || all),
+        ("oci_config", args.oci_config || all),
+        ("test", args.test || all),
+        ("helpfile", args.helpfile || all),
     ];
-    if args.json {
+    // As in Apptainer, --all implies --json.
+    let as_json = args.json || args.all;
+    if as_json && args.format == "apptainer" {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.apptainer_json(&wanted))?
+        );
+    } else if as_json {
         let mut out = Map::new();
         out.insert("image".into(), json!(opened.path.to_string_lossy()));
         for (key, on) in wanted {
@@ -66,6 +97,22 @@ pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
                 print!("{}", report.text(key));
             }
         }
+    }
+    Ok(0)
+}
+
+/// The image path as given, made absolute and free of `..` and symlinks where it exists.
+fn canonical(image: &str) -> std::path::PathBuf {
+    std::fs::canonicalize(image).unwrap_or_else(|_| image.into())
+}
+
+/// `rsing run-help IMAGE`: the runscript's help text, as `apptainer run-help` prints it.
+pub fn run_help(image: &str) -> anyhow::Result<i32> {
+    let (opened, tree) = open_tree(&canonical(image))?;
+    let report = Report::gather(&opened, tree.as_ref())?;
+    match report.helpfile {
+        Some(text) => print!("{text}{}", if text.ends_with('\n') { "" } else { "\n" }),
+        None => println!("No help sections were defined for this image"),
     }
     Ok(0)
 }
@@ -97,6 +144,8 @@ struct Report {
     runscript: Option<String>,
     deffile: Option<String>,
     oci_config: Option<Value>,
+    test: Option<String>,
+    helpfile: Option<String>,
 }
 
 impl Report {
@@ -151,7 +200,33 @@ impl Report {
             runscript,
             deffile,
             oci_config,
+            test: text("/.singularity.d/test"),
+            helpfile: text("/.singularity.d/runscript.help"),
         })
+    }
+
+    /// Apptainer's `inspect --json` shape: `{"data":{"attributes":{…}},"type":"container"}`
+    /// with its key names (environment as a map of script path to content).
+    fn apptainer_json(&self, wanted: &[(&str, bool)]) -> Value {
+        let mut attrs = Map::new();
+        for (key, on) in wanted {
+            if !on {
+                continue;
+            }
+            let value = match *key {
+                "labels" => json!(self.labels),
+                "environment" => json!(self.env_scripts),
+                "runscript" => json!(self.runscript),
+                "deffile" => json!(self.deffile),
+                "test" => json!(self.test),
+                "helpfile" => json!(self.helpfile),
+                _ => continue,
+            };
+            if !value.is_null() {
+                attrs.insert((*key).to_string(), value);
+            }
+        }
+        json!({ "data": { "attributes": attrs, "type": "container" } })
     }
 
     fn json(&self, key: &str) -> Value {
@@ -160,6 +235,8 @@ impl Report {
             "environment" => json!({ "scripts": self.env_scripts, "oci_env": self.oci_env }),
             "runscript" => json!(self.runscript),
             "deffile" => json!(self.deffile),
+            "test" => json!(self.test),
+            "helpfile" => json!(self.helpfile),
             _ => self.oci_config.clone().unwrap_or(Value::Null),
         }
     }
@@ -190,6 +267,8 @@ impl Report {
             }
             "runscript" => self.runscript.clone().unwrap_or_default(),
             "deffile" => self.deffile.clone().unwrap_or_default(),
+            "test" => self.test.clone().unwrap_or_default(),
+            "helpfile" => self.helpfile.clone().unwrap_or_default(),
             _ => self
                 .oci_config
                 .as_ref()

@@ -3,11 +3,15 @@
 
 pub mod build;
 pub mod cache;
+pub mod compat;
+pub mod doctor;
 pub mod exec;
 mod fetch;
 pub mod gpu;
 pub mod inspect;
+pub mod manpages;
 pub mod module;
+pub mod overlay;
 mod pack;
 mod progress;
 pub mod recipe;
@@ -15,6 +19,7 @@ pub mod registry;
 pub mod serve;
 pub mod sif;
 pub mod siteconf;
+pub mod term;
 
 /// Options every command shares.
 #[derive(Debug, Clone, Default)]

@@ -459,14 +459,25 @@ fn replace_dir(dir: &Path, files: &[(String, String)]) -> anyhow::Result<()> {
         // An existing set is swapped with the new one in one step (RENAME_EXCHANGE): a
         // wrapper that runs meanwhile finds the old set or the new one, never none.
         if dir.symlink_metadata().is_ok() {
-            nix::fcntl::renameat2(
-                nix::fcntl::AT_FDCWD,
-                &fresh,
-                nix::fcntl::AT_FDCWD,
-                dir,
-                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-            )
-            .with_context(|| ctx(dir))?;
+            // The raw system call, not nix's or libc's wrapper: nix offers renameat2 on glibc
+            // only, and the musl that Rust bundles for the static build (docs/admin-guide.md)
+            // has no wrapper.
+            let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes());
+            let (from, to) = (c(&fresh)?, c(dir)?);
+            // SAFETY: two NUL-terminated paths that live across the call.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_renameat2,
+                    libc::AT_FDCWD,
+                    from.as_ptr(),
+                    libc::AT_FDCWD,
+                    to.as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error()).with_context(|| ctx(dir));
+            }
         } else {
             std::fs::rename(&fresh, dir).with_context(|| ctx(dir))?;
         }

@@ -31,7 +31,7 @@ pub fn pack(
             .with_context(|| format!("packing {}", source.display()))?;
     } else {
         let mut magic = [0u8; 64];
-        let n = std::fs::File::open(source)
+        let n = crate::sif::open_image_file(source)
             .and_then(|mut f| f.read(&mut magic))
             .with_context(|| format!("cannot read {}", source.display()))?;
         let magic = &magic[..n];
@@ -39,7 +39,7 @@ pub fn pack(
             convert::wrap_squashfs(source, out, &options)
                 .with_context(|| format!("wrapping {}", source.display()))?;
         } else if crate::sif::is_sif(magic) {
-            let mut from = std::fs::File::open(source)
+            let mut from = crate::sif::open_image_file(source)
                 .with_context(|| format!("cannot read {}", source.display()))?;
             std::io::copy(&mut from, out).context("writing the image")?;
         } else {

@@ -59,6 +59,8 @@ impl Progress {
 
     /// One line of status (a step with no size), shown in every mode but quiet.
     pub fn say(&self, line: &str) {
+        // Lines quote registries' messages (retry reasons): escaped like errors.
+        let line = &super::term::one_line(line);
         match self.mode {
             Mode::Quiet => {}
             Mode::Bars => {

@@ -36,31 +36,6 @@ fn step_cache(cache: &crate::cache::Cache, args: &RecipeArgs) -> crate::build::c
     crate::build::cache::StepCache::new((!args.no_cache).then(|| cache.root().join("build/steps")))
 }
 
-/// `rsing test IMAGE`: the image's `/.singularity.d/test`, as Apptainer runs it (a missing
-/// script is a message and success).
-pub const TEST_COMMAND: [&str; 3] = [
-    "/bin/sh",
-    "-c",
-    "if [ -f /.singularity.d/test ]; then exec /bin/sh /.singularity.d/test; fi; \
-     echo 'No test script found in container, exiting' >&2",
-];
-
-/// `rsing run-help IMAGE` (or `--app NAME`): prints the %help text.
-pub fn help_command(app: Option<&str>) -> Vec<String> {
-    let file = match app {
-        Some(name) => format!("/scif/apps/{name}/scif/runscript.help"),
-        None => "/.singularity.d/runscript.help".to_string(),
-    };
-    vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        "if [ -f \"$1\" ]; then cat \"$1\"; else echo 'No help sections were defined for this image'; fi"
-            .into(),
-        "sh".into(),
-        file,
-    ]
-}
-
 /// A Dockerfile, by name: `Dockerfile`, `Dockerfile.NAME`, `NAME.dockerfile` or `Containerfile`.
 pub fn is_dockerfile(source: &str) -> bool {
     let name = Path::new(source)

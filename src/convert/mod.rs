@@ -7,6 +7,7 @@
 mod dir;
 mod extract;
 pub mod flatten;
+pub mod seal;
 mod sif_out;
 pub mod singularity_d;
 
@@ -43,6 +44,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct ConvertOptions {
     pub compressor: Compressor,
     pub level: Option<i32>,
+    /// SquashFS data block size: a power of two from 4 KiB to 1 MiB.
+    pub block_size: u32,
     /// Compression threads (0: all cores).
     pub threads: usize,
     /// The definition file stored in the SIF (for registry sources a synthesised

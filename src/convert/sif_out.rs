@@ -94,6 +94,7 @@ pub fn write(
     let mut squashfs_options = WriterOptions {
         compressor: options.compressor,
         level: options.level,
+        block_size: options.block_size,
         threads: options.threads,
         ..WriterOptions::default()
     };

@@ -16,6 +16,7 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
+use super::report::FailureReport;
 use crate::squashfs::{Archive, DirEntry, FileKind, Inode, InodeRef};
 
 /// The image is immutable: cached answers never go stale.
@@ -27,14 +28,17 @@ const LISTINGS_KEPT: usize = 64;
 
 pub struct SquashFs {
     archive: Arc<Archive>,
+    /// Reads that failed, reported once each (`report`).
+    failures: FailureReport,
     /// Recently listed directories (by node id), so that paging through a large directory
     /// decodes it once, not once per READDIR.
     listings: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
 }
 
 impl SquashFs {
-    pub fn new(archive: Arc<Archive>) -> Self {
+    pub fn new(archive: Arc<Archive>, image: &str) -> Self {
         SquashFs {
+            failures: FailureReport::new(image),
             archive,
             listings: Mutex::new(HashMap::new()),
         }
@@ -57,7 +61,15 @@ impl SquashFs {
     }
 
     fn inode(&self, ino: INodeNo) -> Result<Inode, Errno> {
-        self.archive.inode(self.ref_of(ino)).map_err(io_error)
+        let r = self.ref_of(ino);
+        self.archive.inode(r).map_err(|e| self.failed(r, e))
+    }
+
+    /// The errno for a failed read of inode `r`, after a warning that names the image and the
+    /// inode's path (once per inode).
+    fn failed(&self, r: InodeRef, e: crate::squashfs::Error) -> Errno {
+        self.failures.report(&self.archive, r, &e);
+        Errno::from_i32(e.errno())
     }
 
     fn attr(&self, inode: &Inode) -> FileAttr {
@@ -91,7 +103,11 @@ impl SquashFs {
             return Ok(list);
         }
         let dir = self.inode(ino)?;
-        let list = Arc::new(self.archive.read_dir(&dir).map_err(io_error)?);
+        let list = Arc::new(
+            self.archive
+                .read_dir(&dir)
+                .map_err(|e| self.failed(dir.inode_ref, e))?,
+        );
         if let Ok(mut map) = self.listings.lock() {
             if map.len() >= LISTINGS_KEPT {
                 map.clear();
@@ -112,11 +128,6 @@ fn file_type(kind: FileKind) -> FileType {
         FileKind::Fifo => FileType::NamedPipe,
         FileKind::Socket => FileType::Socket,
     }
-}
-
-fn io_error(e: crate::squashfs::Error) -> Errno {
-    tracing::warn!("image read failed: {e}");
-    Errno::EIO
 }
 
 /// A negative entry: node id 0 tells the kernel to cache "does not exist" for the TTL.
@@ -170,10 +181,10 @@ impl Filesystem for SquashFs {
         match self.archive.lookup(&dir, name.as_bytes()) {
             Ok(Some(entry)) => match self.archive.inode(entry.inode_ref) {
                 Ok(inode) => reply.entry(&TTL, &self.attr(&inode), Generation(0)),
-                Err(e) => reply.error(io_error(e)),
+                Err(e) => reply.error(self.failed(entry.inode_ref, e)),
             },
             Ok(None) => reply.entry(&TTL, &negative_attr(), Generation(0)),
-            Err(e) => reply.error(io_error(e)),
+            Err(e) => reply.error(self.failed(dir.inode_ref, e)),
         }
     }
 
@@ -185,10 +196,11 @@ impl Filesystem for SquashFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self
-            .inode(ino)
-            .and_then(|i| self.archive.read_link(&i).map_err(io_error))
-        {
+        match self.inode(ino).and_then(|i| {
+            self.archive
+                .read_link(&i)
+                .map_err(|e| self.failed(i.inode_ref, e))
+        }) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(e),
         }
@@ -226,7 +238,7 @@ impl Filesystem for SquashFs {
             {
                 Ok(0) => break,
                 Ok(n) => done += n,
-                Err(e) => return reply.error(io_error(e)),
+                Err(e) => return reply.error(self.failed(inode.inode_ref, e)),
             }
         }
         reply.data(&buf[..done]);
@@ -298,7 +310,7 @@ impl Filesystem for SquashFs {
         for (i, entry) in list.iter().enumerate().skip(start) {
             let attr = match self.archive.inode(entry.inode_ref) {
                 Ok(inode) => self.attr(&inode),
-                Err(e) => return reply.error(io_error(e)),
+                Err(e) => return reply.error(self.failed(entry.inode_ref, e)),
             };
             if reply.add(
                 attr.ino,
@@ -330,10 +342,11 @@ impl Filesystem for SquashFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let xattrs = match self
-            .inode(ino)
-            .and_then(|i| self.archive.xattrs(&i).map_err(io_error))
-        {
+        let xattrs = match self.inode(ino).and_then(|i| {
+            self.archive
+                .xattrs(&i)
+                .map_err(|e| self.failed(i.inode_ref, e))
+        }) {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };
@@ -344,10 +357,11 @@ impl Filesystem for SquashFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let xattrs = match self
-            .inode(ino)
-            .and_then(|i| self.archive.xattrs(&i).map_err(io_error))
-        {
+        let xattrs = match self.inode(ino).and_then(|i| {
+            self.archive
+                .xattrs(&i)
+                .map_err(|e| self.failed(i.inode_ref, e))
+        }) {
             Ok(x) => x,
             Err(e) => return reply.error(e),
         };

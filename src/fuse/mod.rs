@@ -6,6 +6,7 @@
 //! lookups, symlink targets, and file pages across opens (FOPEN_KEEP_CACHE).
 
 mod fs;
+mod report;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -39,7 +40,14 @@ pub fn mount(fd: &OwnedFd, target: &Path, fsname: &str, uid: u32, gid: u32) -> n
 /// exits (the connection ends with it). `clone_fd` gives each worker its own queue, but opens
 /// `/dev/fuse` by path per worker: only for a server whose root stays the host's (an
 /// in-process server's root is moved into the container by the payload's pivot_root).
-pub fn serve(archive: Arc<Archive>, fd: OwnedFd, clone_fd: bool) -> std::io::Result<()> {
+/// `image` names the image in warnings about reads that fail.
+pub fn serve(
+    archive: Arc<Archive>,
+    fd: OwnedFd,
+    clone_fd: bool,
+    image: &str,
+) -> std::io::Result<()> {
+    let fs = SquashFs::new(archive, image);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -50,20 +58,15 @@ pub fn serve(archive: Arc<Archive>, fd: OwnedFd, clone_fd: bool) -> std::io::Res
     config.clone_fd = clone_fd;
     std::thread::Builder::new()
         .name("rsing-fuse".into())
-        .spawn(move || {
-            match fuser::Session::from_fd(
-                SquashFs::new(archive),
-                fd,
-                fuser::SessionACL::All,
-                config,
-            ) {
+        .spawn(
+            move || match fuser::Session::from_fd(fs, fd, fuser::SessionACL::All, config) {
                 Ok(session) => {
                     if let Err(e) = session.run() {
                         tracing::debug!("FUSE session ended: {e}");
                     }
                 }
                 Err(e) => tracing::error!("FUSE handshake failed: {e}"),
-            }
-        })?;
+            },
+        )?;
     Ok(())
 }

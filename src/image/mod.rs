@@ -33,6 +33,8 @@ pub enum Error {
         image: String,
         host: String,
     },
+    #[error("image {path}: primary partition (descriptor {id}) {why}")]
+    BadPartition { path: PathBuf, id: u32, why: String },
     #[error("image {path}: the root partition is {fs}, only SquashFS is supported")]
     UnsupportedFs { path: PathBuf, fs: String },
 }
@@ -97,7 +99,7 @@ pub fn open(path: &Path) -> Result<OpenedImage, Error> {
             oci_config: None,
         });
     }
-    let mut file = File::open(&abs).map_err(io)?;
+    let mut file = sif::open_image_file(&abs).map_err(io)?;
     let mut head = Vec::with_capacity(2048);
     (&mut file).take(2048).read_to_end(&mut head).map_err(io)?;
     if head.starts_with(SQUASHFS_MAGIC) {
@@ -132,6 +134,11 @@ pub fn open(path: &Path) -> Result<OpenedImage, Error> {
             });
         }
     }
+    check_primary(&file, part).map_err(|why| Error::BadPartition {
+        path: abs.clone(),
+        id: part.id,
+        why,
+    })?;
     let offset = part.offset;
     let oci_config = sif
         .find(DataType::GenericJson, "oci-config.json")
@@ -143,4 +150,40 @@ pub fn open(path: &Path) -> Result<OpenedImage, Error> {
         root: Root::Squashfs { file, offset },
         oci_config,
     })
+}
+
+/// Where `bytes_used` (the archive's own size) sits in a SquashFS superblock.
+const BYTES_USED_AT: usize = 40;
+
+/// Checks that the primary partition's data holds the SquashFS it claims to: not empty,
+/// starting with the SquashFS magic, and at least as long as the archive says it is. The
+/// SquashFS reader trusts the archive's own size, so without this a descriptor of size 0 (or
+/// one cut short) would run whatever follows it in the file.
+fn check_primary(file: &File, part: &sif::Descriptor) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    if part.size == 0 {
+        return Err("is empty (size 0)".into());
+    }
+    let mut sb = [0u8; BYTES_USED_AT + 8];
+    if part.size < sb.len() as u64 {
+        return Err(format!(
+            "is {} bytes, too small for a SquashFS superblock",
+            part.size
+        ));
+    }
+    file.read_exact_at(&mut sb, part.offset)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if !sb.starts_with(SQUASHFS_MAGIC) {
+        return Err("does not hold a SquashFS (no SquashFS magic at its start)".into());
+    }
+    let mut used = [0u8; 8];
+    used.copy_from_slice(&sb[BYTES_USED_AT..]);
+    let bytes_used = u64::from_le_bytes(used);
+    if bytes_used > part.size {
+        return Err(format!(
+            "is {} bytes but holds a SquashFS of {bytes_used} bytes (truncated or corrupt SIF)",
+            part.size
+        ));
+    }
+    Ok(())
 }

@@ -56,10 +56,27 @@ fn compression_of(magic: &[u8]) -> Option<&'static str> {
     .map(|(_, name)| name)
 }
 
+/// Opens an archive without blocking on a FIFO or device named by mistake (`O_NONBLOCK`, then
+/// `fstat` of what was opened): only regular files are archives.
+fn open_regular(path: &str) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, socket or device cannot be an image archive)",
+        ));
+    }
+    Ok(file)
+}
+
 impl TarStore {
     pub(crate) fn open(path: &str) -> Result<TarStore, Error> {
         let fail = |e| Error::io(path, e);
-        let mut file = File::open(path).map_err(fail)?;
+        let mut file = open_regular(path).map_err(fail)?;
         let mut magic = Vec::new();
         (&mut file).take(6).read_to_end(&mut magic).map_err(fail)?;
         if let Some(c) = compression_of(&magic) {

@@ -6,9 +6,10 @@ use serde::de::DeserializeOwned;
 
 use super::{Digest, Error};
 
-/// The largest manifest, index or config read into memory (configs with a long history are
-/// the big ones; a few hundred KiB in practice).
-pub const MAX_JSON_SIZE: u64 = 64 << 20;
+/// The largest manifest, index or config read into memory: 4 MiB, containerd's limit
+/// (configs with a long history are the big ones, a few hundred KiB in practice). Bounds what
+/// a hostile registry, layout or archive can make rsing hold and parse.
+pub const MAX_JSON_SIZE: u64 = 4 << 20;
 
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -213,12 +213,49 @@ pub(crate) fn select_from(
     Err(Error::NoPlatform {
         name: name.to_string(),
         wanted: platform.to_string(),
-        available: if available.is_empty() {
-            "none".to_string()
-        } else {
-            available.join(", ")
-        },
+        available: summarise_platforms(&available),
     })
+}
+
+/// The most platforms an error line names; the rest are counted.
+const MAX_NAMED_PLATFORMS: usize = 8;
+
+/// What an index offers, for an error line that stays short whatever the index holds: the
+/// plain list when every entry is a distinct platform and there are few, else a count of
+/// entries and of distinct platforms, naming the first few ("200000 entries for 1 other
+/// platform: linux/s390x").
+fn summarise_platforms(available: &[String]) -> String {
+    if available.is_empty() {
+        return "none".to_string();
+    }
+    let mut distinct: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for p in available {
+        if seen.insert(p.as_str()) {
+            distinct.push(p);
+        }
+    }
+    if distinct.len() == available.len() && distinct.len() <= MAX_NAMED_PLATFORMS {
+        return distinct.join(", ");
+    }
+    let mut named = distinct
+        .iter()
+        .take(MAX_NAMED_PLATFORMS)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if distinct.len() > MAX_NAMED_PLATFORMS {
+        named.push_str(&format!(
+            " and {} more",
+            distinct.len() - MAX_NAMED_PLATFORMS
+        ));
+    }
+    format!(
+        "{} entries for {} other platform{}: {named}",
+        available.len(),
+        distinct.len(),
+        if distinct.len() == 1 { "" } else { "s" }
+    )
 }
 
 #[cfg(test)]
@@ -322,6 +359,30 @@ mod tests {
         let list = index_json(&[("linux", "arm64", None)]);
         assert!(select_manifest(&list, &p("arm64/v9")).is_err());
         assert!(select_manifest(&list, &p("aarch64")).is_ok());
+    }
+
+    #[test]
+    fn huge_index_errors_stay_short() {
+        let many = vec![("linux", "s390x", None); 200_000];
+        let err = select_manifest(&index_json(&many), &p("amd64"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "image index: no image for linux/amd64; available: 200000 entries for 1 other \
+             platform: linux/s390x"
+        );
+        let arches: Vec<String> = (0..50).map(|i| format!("arch{i}")).collect();
+        let list: Vec<_> = arches.iter().map(|a| ("linux", a.as_str(), None)).collect();
+        let err = select_manifest(&index_json(&list), &p("amd64"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 300, "{err}");
+        assert!(
+            err.contains("50 entries for 50 other platforms: linux/arch0, "),
+            "{err}"
+        );
+        assert!(err.ends_with("linux/arch7 and 42 more"), "{err}");
     }
 
     #[test]

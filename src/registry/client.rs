@@ -7,6 +7,7 @@ use super::errors::{with_retries, Context};
 use super::reference::{endpoint_of, normalise_host, Reference};
 use super::{Error, Quiet};
 use crate::oci::{self, Digest, LayerBlob, Platform, ResolvedImage};
+use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
@@ -125,6 +126,8 @@ pub struct Registry {
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     /// The first pause between retries (tests shorten it).
     pub(crate) backoff: Duration,
+    /// When a blob transfer counts as stalled (tests shorten it).
+    pub(crate) low_speed: super::LowSpeed,
     /// A blob store (`sha256/<hex>`) where image configs are looked up before they are
     /// fetched, and kept after: a repeated pull then costs one manifest request.
     config_store: Option<PathBuf>,
@@ -165,6 +168,7 @@ impl Registry {
             rt,
             conns: Mutex::new(HashMap::new()),
             backoff: Duration::from_secs(1),
+            low_speed: super::LowSpeed::from_env(),
             config_store: None,
         })
     }
@@ -311,6 +315,7 @@ impl Registry {
                         r,
                         &config_digest,
                         config_desc.media_type().to_string(),
+                        config_size,
                         &subject,
                     )
                     .await?;
@@ -364,6 +369,20 @@ impl Registry {
         })
         .await
         .map_err(|e| conn.context(subject).map(&e))?;
+        // oci-client reads the body whole; refusing it here keeps a huge manifest from being
+        // parsed and converted (the transfer itself is bounded by the read time-out).
+        if bytes.len() as u64 > oci::MAX_JSON_SIZE {
+            return Err(Error::Registry {
+                registry: r.registry.clone(),
+                subject: subject.to_string(),
+                code: None,
+                message: format!(
+                    "manifest of {} bytes, more than the {} bytes rsing reads",
+                    bytes.len(),
+                    oci::MAX_JSON_SIZE
+                ),
+            });
+        }
         let digest = Digest::of(&bytes);
         Ok((bytes.to_vec(), digest))
     }
@@ -375,6 +394,7 @@ impl Registry {
         r: &Reference,
         digest: &Digest,
         media_type: String,
+        limit: u64,
         subject: &str,
     ) -> Result<Vec<u8>, Error> {
         let oref = conn.reference(&r.repository, &r.target());
@@ -385,8 +405,20 @@ impl Registry {
         };
         let what = format!("config {}", digest.short());
         with_retries(&what, self.backoff, &Quiet, || async {
+            // Streamed and capped: a registry that sends more than a config can be is cut
+            // off, not buffered (the digest check after this catches anything else).
+            let mut stream = conn.client.pull_blob_stream(&oref, &desc).await?;
             let mut buf = Vec::new();
-            conn.client.pull_blob(&oref, &desc, &mut buf).await?;
+            while let Some(chunk) = stream.next().await {
+                buf.extend_from_slice(&chunk?);
+                if buf.len() as u64 > limit {
+                    return Err(
+                        oci_client::errors::OciDistributionError::SpecViolationError(format!(
+                            "config {digest} is longer than the {limit} bytes expected"
+                        )),
+                    );
+                }
+            }
             Ok(buf)
         })
         .await

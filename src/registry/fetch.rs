@@ -354,7 +354,25 @@ impl Fetch<'_> {
                 s
             }
         };
-        while let Some(chunk) = stream.next().await {
+        let mut speed = self.reg.low_speed.watch();
+        loop {
+            // Wakes at the end of each window even when nothing arrives, so a stall is seen.
+            let next = tokio::time::timeout(speed.wait(), stream.next()).await;
+            let got = match &next {
+                Ok(Some(Ok(b))) => b.len() as u64,
+                _ => 0,
+            };
+            if let Err(why) = speed.check(got) {
+                return Err(Failure::Net(OciError::IoError(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    why,
+                ))));
+            }
+            let chunk = match next {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(_) => continue,
+            };
             let bytes = match chunk {
                 Ok(bytes) => bytes,
                 // oci-client's own check at the end of a full response: ours follows.

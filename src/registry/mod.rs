@@ -6,7 +6,8 @@
 //!
 //! * Docker's naming rules ([`Reference`]) and credential sources ([`auth`]);
 //! * plain HTTP only for registries the caller marks insecure, or on loopback;
-//! * retries with backoff on 5xx, 429 and dropped connections;
+//! * retries with backoff on 5xx, 429, dropped connections and transfers below a minimum
+//!   rate ([`LowSpeed`]);
 //! * a blob store that resumes partial downloads, verifies every sha256 before a blob gets its
 //!   final name, and serialises concurrent rsing processes with `flock` so a 100-task job
 //!   array downloads each blob once;
@@ -17,12 +18,14 @@ mod client;
 mod errors;
 mod fetch;
 mod reference;
+mod speed;
 #[cfg(test)]
 mod tests;
 
 pub use auth::{login, login_into, logout, Credentials};
 pub use client::{Options, Registry, Remote, RemoteLayer};
 pub use reference::{Reference, DOCKER_HUB};
+pub use speed::LowSpeed;
 
 use crate::oci::Digest;
 use std::path::PathBuf;

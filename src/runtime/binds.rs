@@ -42,15 +42,40 @@ pub fn parse(spec: &str, cwd: &Path) -> Result<BindSpec, String> {
     };
     let src = normalize(&cwd.join(src));
     let dst = match dst {
-        Some(d) if d.starts_with('/') => d.to_string(),
+        Some(d) if d.starts_with('/') => checked_destination(spec, d)?,
         Some(d) => {
             return Err(format!(
                 "invalid bind specification '{spec}': destination '{d}' is not absolute"
             ))
         }
-        None => src.to_string_lossy().into_owned(),
+        None => checked_destination(spec, &src.to_string_lossy())?,
     };
     Ok(BindSpec { src, dst, readonly })
+}
+
+/// Refuses a destination that is the container root (the root is the image: a bind there
+/// would hide it, and rsing's own files, entirely) or whose `..` climb above it.
+pub fn checked_destination(spec: &str, dst: &str) -> Result<String, String> {
+    let mut depth = 0usize;
+    for part in dst.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            if depth == 0 {
+                return Err(format!(
+                    "bind '{spec}': destination '{dst}' leaves the container root"
+                ));
+            }
+            depth -= 1;
+        } else {
+            depth += 1;
+        }
+    }
+    if depth == 0 {
+        return Err(format!(
+            "bind '{spec}': cannot bind onto the container root /; bind onto a directory \
+             such as /mnt instead"
+        ));
+    }
+    Ok(dst.to_string())
 }
 
 /// Splits comma lists (`-B a,b:/c`) and parses every element.
@@ -108,6 +133,13 @@ mod tests {
         );
         assert!(parse("/a:/b:xx", cwd).is_err());
         assert!(parse("/a:rel", cwd).is_err());
+        assert!(parse("/tmp:/", cwd)
+            .unwrap_err()
+            .contains("container root /"));
+        assert!(parse("/tmp:/mnt/..", cwd).is_err());
+        let err = parse("/a:/mnt/../../oldroot/etc", cwd).unwrap_err();
+        assert!(err.contains("leaves the container root"), "{err}");
+        assert!(parse("/", cwd).is_err());
         let list = parse_list(&["/a,/b:/c".into(), "/d".into()], cwd).unwrap();
         assert_eq!(list.len(), 3);
         assert_eq!(list[1].dst, "/c");

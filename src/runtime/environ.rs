@@ -43,8 +43,29 @@ pub struct EnvLayers {
     pub image_scripts: Vec<String>,
     /// Set by rsing itself: HOME, RSING_CONTAINER, RSING_NAME, PS1 for `shell`.
     pub runtime: Vec<(String, String)>,
-    /// `--env-file`, `RSINGENV_*`, `--env`, in increasing strength.
+    /// `--env-file`, `SINGULARITYENV_*`, `APPTAINERENV_*`, `RSINGENV_*`, `--env`, in
+    /// increasing strength. `PREPEND_PATH` and `APPEND_PATH` entries extend PATH instead.
     pub user: Vec<(String, String)>,
+    /// Evaluate user values once in the container's shell (`$PATH`, `${X}`, `$(cmd)`), as
+    /// Apptainer does unless `--no-eval`.
+    pub eval: bool,
+    /// The image has `/bin/sh` (needed to evaluate user values).
+    pub shell: bool,
+}
+
+/// User keys that extend PATH rather than set a variable (Apptainer's names).
+const PREPEND: &str = "PREPEND_PATH";
+const APPEND: &str = "APPEND_PATH";
+
+/// True when evaluating `value` in a shell could change it.
+fn needs_eval(value: &str) -> bool {
+    value.contains('$') || value.contains('`')
+}
+
+/// Escapes `value` for the inside of a double-quoted shell word, leaving `$` and backquotes
+/// active: what `eval "export K=\"...\""` then expands exactly once.
+fn for_eval(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// How to start the command with its environment.
@@ -82,19 +103,58 @@ impl EnvLayers {
                 set(&mut env, k, v);
             }
         }
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            set(&mut env, "PATH", DEFAULT_PATH);
+        match self.image.iter().rev().find(|(k, _)| k == "PATH") {
+            // Apptainer sources the OCI `Env` (10-docker2singularity.sh) and then appends the
+            // default directories the image's PATH lacks.
+            Some((_, path)) => set(&mut env, "PATH", &with_default_dirs(path)),
+            None if !env.iter().any(|(k, _)| k == "PATH") => set(&mut env, "PATH", DEFAULT_PATH),
+            None => {}
         }
-        for (k, v) in self.runtime.iter().chain(self.user.iter()) {
+        for (k, v) in self.runtime.iter().chain(self.user_vars()) {
             set(&mut env, k, v);
         }
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let (pre, post) = self.path_edits();
+        set(&mut env, "PATH", &format!("{pre}{path}{post}"));
         env
+    }
+
+    /// User variables other than PREPEND_PATH/APPEND_PATH.
+    fn user_vars(&self) -> impl Iterator<Item = &(String, String)> {
+        self.user
+            .iter()
+            .filter(|(k, _)| k != PREPEND && k != APPEND)
+    }
+
+    /// What goes before and after PATH: `PREPEND_PATH:` and `:APPEND_PATH` (the strongest of
+    /// each, as later user entries win).
+    fn path_edits(&self) -> (String, String) {
+        let last = |name: &str| {
+            self.user
+                .iter()
+                .rev()
+                .find(|(k, v)| k == name && !v.is_empty())
+                .map(|(_, v)| v.clone())
+        };
+        (
+            last(PREPEND).map(|v| format!("{v}:")).unwrap_or_default(),
+            last(APPEND).map(|v| format!(":{v}")).unwrap_or_default(),
+        )
+    }
+
+    /// True when the command must start through the image's shell to evaluate user values.
+    fn must_eval(&self) -> bool {
+        self.eval && self.shell && self.user.iter().any(|(_, v)| needs_eval(v))
     }
 
     /// How to run `argv`: directly with [`compose`](Self::compose)'s environment, or through
     /// the image's `/bin/sh` when the image has environment scripts to source.
     pub fn launch(&self, argv: Vec<String>) -> Launch {
-        if self.image_scripts.is_empty() {
+        if self.image_scripts.is_empty() && !self.must_eval() {
             return Launch {
                 argv,
                 env: self.compose(),
@@ -112,14 +172,44 @@ impl EnvLayers {
         let mut script = String::new();
         for path in &self.image_scripts {
             script.push_str(&format!(". {}\n", quote(path)));
+            if is_oci_env_script(path) {
+                script.push_str(&fix_path_snippet());
+            }
         }
         let mut carried = Vec::new();
-        for (k, v) in self.runtime.iter().chain(self.user.iter()) {
+        let user: Vec<(bool, &(String, String))> = self
+            .runtime
+            .iter()
+            .map(|kv| (false, kv))
+            .chain(
+                self.user_vars()
+                    .map(|kv| (self.eval && needs_eval(&kv.1), kv)),
+            )
+            .collect();
+        for (eval, (k, v)) in user {
             if valid_name(k) {
-                set(&mut env, &format!("{USER_PREFIX}{k}"), v);
-                script.push_str(&format!("export {k}=\"${USER_PREFIX}{k}\"\n"));
-                carried.push(format!("{USER_PREFIX}{k}"));
+                let name = format!("{USER_PREFIX}{k}");
+                if eval {
+                    set(&mut env, &name, &for_eval(v));
+                    script.push_str(&format!("eval \"export {k}=\\\"${name}\\\"\"\n"));
+                } else {
+                    set(&mut env, &name, v);
+                    script.push_str(&format!("export {k}=\"${name}\"\n"));
+                }
+                carried.push(name);
             }
+        }
+        let (pre, post) = self.path_edits();
+        if !pre.is_empty() || !post.is_empty() {
+            set(&mut env, "RSING_SET_PREPEND", &pre);
+            set(&mut env, "RSING_SET_APPEND", &post);
+            script.push_str(
+                "export PATH=\"${RSING_SET_PREPEND}${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}${RSING_SET_APPEND}\"\n",
+            );
+            carried.extend([
+                "RSING_SET_PREPEND".to_string(),
+                "RSING_SET_APPEND".to_string(),
+            ]);
         }
         for (k, v) in self.host_passed().chain(self.cleanenv_defaults().iter()) {
             if valid_name(k) {
@@ -152,6 +242,36 @@ impl EnvLayers {
         full.extend(argv);
         Launch { argv: full, env }
     }
+}
+
+/// The scripts that hold an image's OCI `Env` (rsing's and Apptainer's name, and Singularity
+/// 2's): after them Apptainer appends the default directories that PATH lacks (its `fixpath`).
+fn is_oci_env_script(path: &str) -> bool {
+    path.ends_with("/10-docker2singularity.sh") || path.ends_with("/10-docker.sh")
+}
+
+/// `path` followed by the directories of [`DEFAULT_PATH`] it does not name, as Apptainer's
+/// `fixpath` does after sourcing an image's OCI `Env`.
+pub fn with_default_dirs(path: &str) -> String {
+    let mut dirs: Vec<&str> = if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split(':').collect()
+    };
+    for d in DEFAULT_PATH.split(':') {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    dirs.join(":")
+}
+
+/// [`with_default_dirs`] in sh, run in the launch script after an OCI env script.
+fn fix_path_snippet() -> String {
+    format!(
+        "for __rsing_d in {}; do case \":$PATH:\" in *\":$__rsing_d:\"*) ;; *) PATH=\"${{PATH:+$PATH:}}$__rsing_d\" ;; esac; done; unset __rsing_d; export PATH\n",
+        DEFAULT_PATH.replace(':', " ")
+    )
 }
 
 fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
@@ -262,6 +382,70 @@ mod tests {
         assert_eq!(launch.argv[4], "id");
         assert_eq!(get(&launch.env, "FOO"), None);
         assert_eq!(get(&launch.env, "RSING_HOST_FOO"), Some("it's"));
+    }
+
+    #[test]
+    fn user_values_are_evaluated_once_unless_no_eval() {
+        let mut layers = EnvLayers {
+            user: pairs(&[("P", "$PATH:/x \"q\""), ("L", "plain")]),
+            eval: true,
+            shell: true,
+            ..Default::default()
+        };
+        let launch = layers.launch(vec!["id".into()]);
+        assert_eq!(launch.argv[0], "/bin/sh");
+        assert!(launch.argv[2].contains("eval \"export P=\\\"$RSING_SET_P\\\"\""));
+        assert_eq!(get(&launch.env, "RSING_SET_P"), Some("$PATH:/x \\\"q\\\""));
+        assert!(launch.argv[2].contains("export L=\"$RSING_SET_L\""));
+        layers.eval = false;
+        let launch = layers.launch(vec!["id".into()]);
+        assert_eq!(launch.argv, vec!["id".to_string()]);
+        assert_eq!(get(&launch.env, "P"), Some("$PATH:/x \"q\""));
+    }
+
+    #[test]
+    fn prepend_and_append_path() {
+        let layers = EnvLayers {
+            user: pairs(&[("PREPEND_PATH", "/pre"), ("APPEND_PATH", "/post")]),
+            ..Default::default()
+        };
+        let env = layers.compose();
+        assert_eq!(
+            get(&env, "PATH"),
+            Some(format!("/pre:{DEFAULT_PATH}:/post").as_str())
+        );
+        assert_eq!(get(&env, "PREPEND_PATH"), None);
+    }
+
+    #[test]
+    fn oci_path_gets_the_missing_default_dirs() {
+        assert_eq!(
+            with_default_dirs("/opt/bin:/usr/bin:/bin"),
+            "/opt/bin:/usr/bin:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin"
+        );
+        assert_eq!(with_default_dirs(""), DEFAULT_PATH);
+        assert_eq!(with_default_dirs(DEFAULT_PATH), DEFAULT_PATH);
+        let layers = EnvLayers {
+            image: pairs(&[("PATH", "/opt/bin:/bin")]),
+            ..Default::default()
+        };
+        assert_eq!(
+            get(&layers.compose(), "PATH"),
+            Some("/opt/bin:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin")
+        );
+        // The sh version gives the same answer.
+        for path in ["/opt/bin:/usr/bin:/bin", "", DEFAULT_PATH] {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("{}printf %s \"$PATH\"", fix_path_snippet()))
+                .env("PATH", path)
+                .output()
+                .expect("sh");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                with_default_dirs(path)
+            );
+        }
     }
 
     #[test]

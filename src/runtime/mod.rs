@@ -16,14 +16,17 @@
 
 pub mod binds;
 pub mod environ;
+mod helpers;
 pub mod host;
 pub mod identity;
 pub mod mounts;
+pub mod overlay;
 mod payload;
 pub mod plan;
 mod process;
 pub mod share;
 mod userns;
+mod view;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -74,6 +77,13 @@ pub struct Container {
     pub launch: environ::Launch,
     pub pid_ns: bool,
     pub writable_tmpfs: bool,
+    /// `--overlay` layers (empty without the option).
+    pub overlays: overlay::Overlays,
+    /// `--writable` on a sandbox directory: the image is bound read-write.
+    pub writable: bool,
+    /// Size limit of the `--writable-tmpfs` tmpfs in MiB (site `sessiondir max size`): without
+    /// one, a container could fill the node's memory.
+    pub tmpfs_size_mib: u64,
     /// `--pwd` was given: failing to enter it is an error, not a warning.
     pub cwd_required: bool,
 }
@@ -111,8 +121,25 @@ pub fn run(container: Container) -> Result<i32, Error> {
             None
         }
     };
+    // Opened inside the user namespace, like the image's.
+    let layer_fuse: Vec<(usize, OwnedFd)> = container
+        .overlays
+        .squashfs_layers()
+        .map(|(i, _)| open_dev_fuse().map(|fd| (i, fd)))
+        .collect::<Result<_, _>>()?;
     prepare_base(&container)?;
     tracing::debug!("base prepared");
+    for (i, fd) in &layer_fuse {
+        let given = &container.overlays.lower[*i].given;
+        crate::fuse::mount(
+            fd,
+            Path::new(&format!("{BASE}/layers/{i}")),
+            given,
+            container.plan.uid_inside,
+            container.plan.gid_inside,
+        )
+        .map_err(|e| Error::Setup(format!("cannot mount overlay {given} with FUSE: {e}")))?;
+    }
     if let Some(j) = &joined {
         share::attach(&j.mount, Path::new(&format!("{BASE}/image"))).map_err(Error::Setup)?;
     } else if let (Some(fd), RootSource::Squashfs { .. }) = (&dev_fuse, &container.root) {
@@ -125,26 +152,44 @@ pub fn run(container: Container) -> Result<i32, Error> {
         )
         .map_err(|e| Error::Setup(format!("cannot mount the image with FUSE: {e}")))?;
     }
+    // fuse2fs and fuse-overlayfs start after the fork, once the image is served; the payload
+    // waits for them on `gate` before it builds the root.
+    let needs_helpers = helpers::needed(&container.overlays);
+    if needs_helpers {
+        helpers::prepare_root().map_err(Error::Setup)?;
+    }
+    let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Setup(format!("cannot create a pipe: {e}")))?;
+    let gate = needs_helpers.then(|| gate_read.as_raw_fd());
     let supervisor = nix::unistd::getpid();
     // This process serves FUSE to the payload only for an unshared SquashFS image; a
     // PID-namespace payload stays alive as the namespace's supervisor. Otherwise the payload
     // can borrow this process's memory until it execs.
-    let serves_fuse = matches!(container.root, RootSource::Squashfs { .. });
-    let how = if serves_fuse || container.pid_ns {
+    let serves_fuse =
+        matches!(container.root, RootSource::Squashfs { .. }) || !layer_fuse.is_empty();
+    let how = if serves_fuse || container.pid_ns || needs_helpers {
         process::Spawn::Fork
     } else {
         process::Spawn::SharedMemory
     };
     let (read_fd, write_fd) = (report_read.as_raw_fd(), report_write.as_raw_fd());
-    let fuse_fd = dev_fuse.as_ref().map(|fd| fd.as_raw_fd());
+    let fuse_fds: Vec<i32> = dev_fuse
+        .iter()
+        .chain(layer_fuse.iter().map(|(_, fd)| fd))
+        .map(|fd| fd.as_raw_fd())
+        .collect();
     // The child owns copies of these descriptors in its own fd table (no CLONE_FILES); it ends
     // in exec or _exit, so the OwnedFd made here is never dropped by this process.
+    let gate_write_fd = gate_write.as_raw_fd();
     let mut payload = || {
+        // SAFETY: the child's copy of the gate's write end: it must see EOF if the supervisor
+        // gives up.
+        unsafe { libc::close(gate_write_fd) };
         // SAFETY: closing the child's copy of the read end; the parent keeps its own.
         unsafe { libc::close(read_fd) };
         // SAFETY: the child's copy of the write end, owned by the reporter from here on.
         let report = process::Reporter(unsafe { OwnedFd::from_raw_fd(write_fd) });
-        payload::run(&container, supervisor, fuse_fd, report)
+        payload::run(&container, supervisor, &fuse_fds, gate, report)
     };
     // Before the spawn: with SharedMemory the command runs before this process wakes up, and
     // the orphans of a command that forks and exits at once must come back here.
@@ -157,11 +202,40 @@ pub fn run(container: Container) -> Result<i32, Error> {
         process::spawn(how, &mut payload).map_err(|e| Error::Setup(format!("cannot fork: {e}")))?;
     drop(report_write);
     if let (Some(fd), RootSource::Squashfs { archive }) = (dev_fuse, &container.root) {
-        crate::fuse::serve(archive.clone(), fd, false)
+        crate::fuse::serve(archive.clone(), fd, false, &container.fsname)
             .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
     }
+    let archives: Vec<_> = container
+        .overlays
+        .squashfs_layers()
+        .map(|(_, a)| a.clone())
+        .collect();
+    for ((_, fd), archive) in layer_fuse.into_iter().zip(archives) {
+        crate::fuse::serve(archive, fd, false, &container.fsname)
+            .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
+    }
+    drop(gate_read);
+    let helpers = if needs_helpers {
+        match helpers::start_for(&container) {
+            Ok(started) => {
+                let _ = nix::unistd::write(&gate_write, b"1");
+                started
+            }
+            Err(e) => {
+                // The payload reads EOF on the gate and exits without a word.
+                drop(gate_write);
+                process::supervise(child);
+                return Err(e);
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let failure = process::read_report(report_read);
-    let code = process::supervise(child);
+    let code = process::supervise_with(child, &helpers);
+    if let Some(j) = &joined {
+        j.print_new_warnings();
+    }
     match failure {
         Some((code, message)) => Err(Error::Payload { code, message }),
         None => Ok(code),
@@ -198,12 +272,28 @@ fn prepare_base(c: &Container) -> Result<(), Error> {
     } else {
         &[]
     };
+    let layers: Vec<String> = match c.overlays.squashfs_layers().count() {
+        0 => Vec::new(),
+        _ => std::iter::once("layers".to_string())
+            .chain(
+                c.overlays
+                    .squashfs_layers()
+                    .map(|(i, _)| format!("layers/{i}")),
+            )
+            .collect(),
+    };
     for dir in ["image", "newroot", "oldroot", "stubs", "files"]
         .iter()
         .chain(writable)
+        .map(|d| d.to_string())
+        .chain(layers)
     {
         std::fs::create_dir(format!("{BASE}/{dir}"))
             .map_err(|e| setup(&format!("cannot create {BASE}/{dir}"), &e))?;
+        if dir == "rw" {
+            mounts::tmpfs_sized(Path::new(&format!("{BASE}/rw")), 0o755, c.tmpfs_size_mib)
+                .map_err(|e| setup("the --writable-tmpfs tmpfs", &e))?;
+        }
     }
     for (name, content) in &c.plan.files {
         std::fs::write(format!("{BASE}/files/{name}"), content)

@@ -110,7 +110,8 @@ pub fn remount_readonly(dst: &Path) -> nix::Result<()> {
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        // ST_RELATIME (4096) by value: nix defines it for glibc only, not musl.
+        (FsFlags::from_bits_retain(4096), MsFlags::MS_RELATIME),
     ] {
         if current.contains(fs) {
             flags |= ms;
@@ -126,6 +127,18 @@ pub fn tmpfs(dst: &Path, mode: u32) -> StepResult {
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(format!("mode={mode:o}").as_str()),
+    )
+    .map_err(|e| format!("cannot mount tmpfs on {}: {e}", display_dst(dst)))
+}
+
+/// A tmpfs of at most `mib` MiB (the `--writable-tmpfs` upper layer).
+pub fn tmpfs_sized(dst: &Path, mode: u32, mib: u64) -> StepResult {
+    mount(
+        Some("tmpfs"),
+        dst,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("mode={mode:o},size={mib}m").as_str()),
     )
     .map_err(|e| format!("cannot mount tmpfs on {}: {e}", display_dst(dst)))
 }
@@ -176,10 +189,19 @@ fn display_dst(dst: &Path) -> String {
 
 /// Mounts an overlay of `lower` layers (first is topmost): the stub layer over the image or one
 /// of its directories, with `--writable-tmpfs` also a tmpfs upper layer. Read-only without one.
-pub fn overlay(lower: &[String], upper: Option<(&str, &str)>, target: &str) -> StepResult {
+/// `userxattr` keeps overlayfs's own marks in `user.overlay.*` (persistent overlays).
+pub fn overlay(
+    lower: &[String],
+    upper: Option<(&str, &str)>,
+    target: &str,
+    userxattr: bool,
+) -> StepResult {
     let mut data = format!("lowerdir={}", lower.join(":"));
     if let Some((up, work)) = upper {
         data.push_str(&format!(",upperdir={up},workdir={work}"));
+    }
+    if userxattr {
+        data.push_str(",userxattr");
     }
     let flags = if upper.is_some() {
         MsFlags::empty()

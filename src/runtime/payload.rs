@@ -13,6 +13,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{chdir, fork, pivot_root, ForkResult, Pid};
 
 use super::mounts::{self, NEWROOT, OLDROOT};
+use super::overlay;
 use super::process::{self, Reporter};
 use super::{Container, RootSource, BASE};
 
@@ -23,7 +24,15 @@ const NOT_EXECUTABLE: i32 = 126;
 /// rsing's own failures.
 const SETUP_FAILED: i32 = 255;
 
-pub fn run(container: &Container, supervisor: Pid, fuse_fd: Option<RawFd>, report: Reporter) -> ! {
+/// `gate`: with FUSE helpers (ext3 overlays), a pipe that brings one byte once they have
+/// mounted, or EOF if they failed (the supervisor reports that).
+pub fn run(
+    container: &Container,
+    supervisor: Pid,
+    fuse_fds: &[RawFd],
+    gate: Option<RawFd>,
+    report: Reporter,
+) -> ! {
     // SAFETY: prctl with integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
@@ -32,8 +41,16 @@ pub fn run(container: &Container, supervisor: Pid, fuse_fd: Option<RawFd>, repor
         // The supervisor died before PDEATHSIG was armed.
         unsafe { libc::_exit(SETUP_FAILED) };
     }
-    if let Some(fd) = fuse_fd {
-        // SAFETY: this process's copy of /dev/fuse; only the supervisor serves it.
+    for fd in fuse_fds {
+        // SAFETY: this process's copies of /dev/fuse; only the supervisor serves them.
+        unsafe { libc::close(*fd) };
+    }
+    if let Some(fd) = gate {
+        let mut byte = [0u8; 1];
+        // SAFETY: reading into a one-byte buffer from this process's copy of the pipe.
+        if unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) } != 1 {
+            unsafe { libc::_exit(SETUP_FAILED) };
+        }
         unsafe { libc::close(fd) };
     }
     let report = if container.pid_ns {
@@ -120,25 +137,83 @@ fn build_root(c: &Container) -> Result<(), String> {
 /// The container root at /newroot: the image, with the stub layer (mount points the image
 /// lacks) overlaid only on the directories that need it. Overlayfs costs on every lookup
 /// through it (a Python import does thousands), so the image is bound directly where it can be;
-/// a stub right under / or `--writable-tmpfs` puts the overlay over the whole root.
+/// a stub right under /, `--writable-tmpfs` or `--overlay` puts the overlay over the whole root.
 fn assemble_root(c: &Container) -> Result<(), String> {
+    if c.writable {
+        return writable_sandbox(c);
+    }
     let anchors = &c.plan.stub_anchors;
-    let whole_root = c.writable_tmpfs || anchors.iter().any(|a| a == b"/");
+    let whole_root =
+        c.writable_tmpfs || !c.overlays.is_empty() || anchors.iter().any(|a| a == b"/");
     if whole_root {
-        let upper = c.writable_tmpfs.then_some(("/rw/upper", "/rw/work"));
+        let persistent = c.overlays.upper.as_ref().map(|u| {
+            let dir = Path::new(OLDROOT).join(u.dir.strip_prefix("/").unwrap_or(&u.dir));
+            (
+                dir.join("upper").to_string_lossy().into_owned(),
+                dir.join("work").to_string_lossy().into_owned(),
+            )
+        });
+        let upper = match &persistent {
+            Some((up, work)) => Some((up.as_str(), work.as_str())),
+            None => c.writable_tmpfs.then_some(("/rw/upper", "/rw/work")),
+        };
         let mut lower = Vec::new();
         if !c.plan.stubs.is_empty() {
             lower.push("/stubs".to_string());
         }
+        lower.extend(
+            c.overlays
+                .lower_dirs("", OLDROOT, super::helpers::EXT_AFTER_PIVOT),
+        );
         lower.push("/image".to_string());
-        return mounts::overlay(&lower, upper, NEWROOT);
+        // user.overlay.* xattrs: the only ones a user namespace can write (opaque directories
+        // in a kept upper layer) and read back from a kept layer stacked read-only.
+        let userxattr = !c.overlays.is_empty();
+        return mounts::overlay(&lower, upper, NEWROOT, userxattr).map_err(|e| {
+            match &c.overlays.upper {
+                Some(u) => overlay::refused(u, &e),
+                None => e,
+            }
+        });
     }
     mounts::bind(Path::new("/image"), Path::new(NEWROOT), true, "the image")?;
     for anchor in anchors {
         let dir = String::from_utf8_lossy(anchor);
         let stubs = format!("/stubs{dir}");
         let target = format!("{NEWROOT}{dir}");
-        mounts::overlay(&[stubs, target.clone()], None, &target)?;
+        mounts::overlay(&[stubs, target.clone()], None, &target, false)?;
+    }
+    Ok(())
+}
+
+/// `--writable` on a sandbox directory the caller owns: the image is bound read-write, and the
+/// mount points it lacks are created in it (an overlay would make their directories read-only).
+fn writable_sandbox(c: &Container) -> Result<(), String> {
+    mounts::bind(Path::new("/image"), Path::new(NEWROOT), false, "the image")?;
+    for stub in &c.plan.stubs {
+        let mut p = NEWROOT.as_bytes().to_vec();
+        p.extend_from_slice(&stub.path);
+        let p = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&p));
+        let made = if stub.dir {
+            std::fs::create_dir_all(&p)
+        } else {
+            p.parent()
+                .map(std::fs::create_dir_all)
+                .unwrap_or(Ok(()))
+                .and_then(|_| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&p)
+                })
+                .map(drop)
+        };
+        made.map_err(|e| {
+            format!(
+                "cannot create mount point {} in the writable sandbox: {e}",
+                String::from_utf8_lossy(&stub.path)
+            )
+        })?;
     }
     Ok(())
 }
@@ -153,13 +228,18 @@ fn enter_cwd(c: &Container) -> Result<(), String> {
             c.plan.cwd
         ));
     }
-    eprintln!(
-        "rsing: warning: {} is not available in the container, starting in {}",
-        c.plan.cwd, c.plan.home
-    );
-    if chdir(c.plan.home.as_str()).is_err() {
+    // Say where the command really starts: the home directory may be missing too (--contain
+    // --no-home), and then it is /.
+    let fallback = if c.plan.cwd != c.plan.home && chdir(c.plan.home.as_str()).is_ok() {
+        c.plan.home.as_str()
+    } else {
         let _ = chdir("/");
-    }
+        "/"
+    };
+    eprintln!(
+        "rsing: warning: {} is not available in the container, starting in {fallback}",
+        c.plan.cwd
+    );
     Ok(())
 }
 

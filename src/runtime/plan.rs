@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::binds::{self, BindSpec, FileDir};
 use super::host::HostFacts;
 use super::identity::{self, Identity};
+use super::view::MountView;
 use super::Error;
 use crate::tree::{self, NodeKind, Tree};
 
@@ -42,7 +43,7 @@ pub enum MountOp {
 }
 
 impl MountOp {
-    fn dst(&self) -> &[u8] {
+    pub(super) fn dst(&self) -> &[u8] {
         match self {
             MountOp::Bind { dst, .. }
             | MountOp::Tmpfs { dst, .. }
@@ -264,6 +265,7 @@ pub fn build(options: &Options, host: &HostFacts, tree: &dyn Tree) -> Result<Pla
         dst: b"/etc/group".to_vec(),
     });
 
+    resolve_sources(&mut wanted)?;
     let (ops, stubs) = place(wanted, tree)?;
     let stub_anchors = anchors(&stubs, tree).map_err(|e| image_lookup("a mount point", e))?;
     Ok(Plan {
@@ -322,6 +324,23 @@ fn check_source(src: &Path) -> Result<(), Error> {
     }
 }
 
+/// Replaces every bind source by its canonical host path. The payload reaches the host under
+/// `/oldroot`, where an absolute symlink on the way (`/home -> /gpfs/home`, common on
+/// clusters) would resolve against rsing's staging root instead of the host's: the bind then
+/// failed with ENOENT. Only the source is resolved; the destination keeps the name the user
+/// gave (`$HOME` inside stays `$HOME`), as in Apptainer.
+fn resolve_sources(ops: &mut [MountOp]) -> Result<(), Error> {
+    for op in ops.iter_mut() {
+        if let MountOp::Bind { src, .. } | MountOp::BindNew { src, .. } = op {
+            *src = std::fs::canonicalize(&*src).map_err(|e| Error::Host {
+                what: format!("bind source {}", src.display()),
+                source: e,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn image_lookup(path: &str, e: std::io::Error) -> Error {
     Error::Image(format!("cannot resolve {path} in the image: {e}"))
 }
@@ -364,21 +383,46 @@ fn is_below(path: &[u8], dir: &[u8]) -> bool {
     dir == b"/" || (path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/')
 }
 
-/// Resolves every destination through the image's symlinks and lists the mount points the
+/// Resolves every destination inside the container root (through the image's symlinks and
+/// those of host directories bound earlier, see [`MountView`]) and lists the mount points the
 /// image lacks. A destination below an earlier mount lives on that mount, not in the image.
 fn place(wanted: Vec<MountOp>, tree: &dyn Tree) -> Result<(Vec<MountOp>, Vec<Stub>), Error> {
     let mut ops: Vec<MountOp> = Vec::with_capacity(wanted.len());
     let mut stubs: Vec<Stub> = Vec::new();
     for mut op in wanted {
         let dst = String::from_utf8_lossy(op.dst()).into_owned();
-        let nested = covered(&ops, op.dst());
+        let view = MountView {
+            ops: &ops,
+            image: tree,
+        };
+        let resolved = tree::resolve(&view, op.dst()).map_err(|e| image_lookup(&dst, e))?;
+        let nested = covered(&ops, &resolved.path);
         let src_is_dir = match &op {
             MountOp::Bind { src, .. } | MountOp::BindNew { src, .. } => src.is_dir(),
             MountOp::Generated { .. } => false,
             _ => true,
         };
-        if !nested {
-            let found = tree::resolve(tree, op.dst()).map_err(|e| image_lookup(&dst, e))?;
+        if nested {
+            let creates = matches!(op, MountOp::BindNew { .. });
+            if resolved.kind.is_none() && !creates {
+                if let Some((src, at)) = view.host_bind_over(&resolved.path) {
+                    let what = match &op {
+                        MountOp::Generated { name, .. } => format!("generated /etc/{name}"),
+                        MountOp::Bind { src, .. } => format!("bind of {}", src.display()),
+                        _ => "mount".to_string(),
+                    };
+                    return Err(Error::Image(format!(
+                        "cannot place the {what} at {dst}: {} lies inside the bind of {} at {}, \
+                         which has no such file or directory",
+                        String::from_utf8_lossy(&resolved.path),
+                        src.display(),
+                        String::from_utf8_lossy(at)
+                    )));
+                }
+            }
+            set_dst(&mut op, resolved.path);
+        } else {
+            let found = resolved;
             match (found.kind, src_is_dir) {
                 (None, dir) if !stubs.iter().any(|s| s.path == found.path) => {
                     stubs.push(Stub {

@@ -60,6 +60,12 @@ pub fn status_code(status: WaitStatus) -> Option<i32> {
 /// (the caller is a subreaper or a PID-namespace init), until none is left. Returns the exit
 /// status of `child`.
 pub fn supervise(child: Pid) -> i32 {
+    supervise_with(child, &[])
+}
+
+/// [`supervise`], where `helpers` (FUSE daemons the container's file systems need) do not
+/// count as left over: once `child` and every other child have ended, they are stopped.
+pub fn supervise_with(child: Pid, helpers: &[super::helpers::Helper]) -> i32 {
     let set = supervised_set();
     let mut child_code: Option<i32> = None;
     loop {
@@ -69,7 +75,16 @@ pub fn supervise(child: Pid) -> i32 {
                 None::<Pid>,
                 Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
             ) {
-                Ok(WaitStatus::StillAlive) => break,
+                Ok(WaitStatus::StillAlive) => {
+                    if !helpers.is_empty()
+                        && child_code.is_some()
+                        && !super::helpers::others_alive(helpers)
+                    {
+                        super::helpers::stop(helpers);
+                        return child_code.unwrap_or(255);
+                    }
+                    break;
+                }
                 Ok(status) => {
                     if status.pid() == Some(child) {
                         child_code = status_code(status).or(child_code);

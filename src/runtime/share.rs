@@ -70,6 +70,8 @@ pub struct Joined {
     pub userns: OwnedFd,
     pub mount: OwnedFd,
     pub _connection: UnixStream,
+    /// The server's warnings file and its length when this container joined.
+    warnings: (PathBuf, u64),
 }
 
 impl Joined {
@@ -78,6 +80,28 @@ impl Joined {
     pub fn mount_fd(&self) -> i32 {
         self.mount.as_raw_fd()
     }
+
+    /// Copies to stderr the warnings the server wrote while this container ran (reads it
+    /// could not serve): the server has no terminal, the user of the container should see them.
+    pub fn print_new_warnings(&self) {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let (path, start) = &self.warnings;
+        let Ok(mut file) = std::fs::File::open(path) else {
+            return;
+        };
+        let mut text = Vec::new();
+        if file.seek(SeekFrom::Start(*start)).is_ok()
+            && file.take(64 << 10).read_to_end(&mut text).is_ok()
+            && !text.is_empty()
+        {
+            let _ = std::io::stderr().write_all(&text);
+        }
+    }
+}
+
+/// Where the server of `socket` writes its warnings (its stderr).
+fn warnings_path(socket: &Path) -> PathBuf {
+    socket.with_extension("warnings")
 }
 
 /// The per-user directory for sockets and locks: `$XDG_RUNTIME_DIR/rsing` when that is a
@@ -202,10 +226,13 @@ fn connect(spec: &ShareSpec) -> Result<Joined, String> {
     }
     let mount = fds.pop().expect("two fds");
     let userns = fds.pop().expect("two fds");
+    let warnings = warnings_path(&spec.socket);
+    let seen = std::fs::metadata(&warnings).map(|m| m.len()).unwrap_or(0);
     Ok(Joined {
         userns,
         mount,
         _connection: stream,
+        warnings: (warnings, seen),
     })
 }
 
@@ -316,7 +343,25 @@ pub fn serve(args: ServeArgs) -> ! {
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
                 libc::dup2(null, 1);
             }
-            if crate::fuse::serve(archive, dev_fuse, true).is_err() {
+            // Warnings (reads the server cannot serve) go to a file that each client copies
+            // to its own stderr when its container ends.
+            // The path is opened through the run directory's fd: /tmp is no longer the
+            // host's in the server's mount namespace.
+            let name = warnings_path(Path::new(&entry.name));
+            if let Ok(fd) = nix::fcntl::openat(
+                &entry.dir,
+                &name,
+                nix::fcntl::OFlag::O_WRONLY
+                    | nix::fcntl::OFlag::O_CREAT
+                    | nix::fcntl::OFlag::O_TRUNC
+                    | nix::fcntl::OFlag::O_APPEND
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+            ) {
+                // SAFETY: dup2 onto our own stderr; `fd` stays open until then.
+                unsafe { libc::dup2(fd.as_raw_fd(), 2) };
+            }
+            if crate::fuse::serve(archive, dev_fuse, true, &args.fsname).is_err() {
                 std::process::exit(1);
             }
             control_loop(&args, listener, userns, &entry);
@@ -353,6 +398,12 @@ impl SocketEntry {
             let _ = nix::unistd::unlinkat(
                 &self.dir,
                 self.name.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            // The warnings file goes with the socket (a client that still reads it holds it open).
+            let _ = nix::unistd::unlinkat(
+                &self.dir,
+                &warnings_path(Path::new(&self.name)),
                 nix::unistd::UnlinkatFlags::NoRemoveDir,
             );
         }
@@ -556,11 +607,15 @@ fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
 fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd, entry: &SocketEntry) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let linger = Duration::from_secs(args.linger);
+    // Until its first client (the start that launched it) has connected, the server waits at
+    // least FIRST_CLIENT_GRACE even with a linger of 0: else it would leave before that client
+    // arrives, and every container of a burst would start a server of its own.
+    let mut wait = linger.max(FIRST_CLIENT_GRACE);
     let mut clients: Vec<Client> = Vec::new();
     let mut idle_since = Instant::now();
     loop {
         let timeout = if clients.is_empty() {
-            let left = linger.saturating_sub(idle_since.elapsed());
+            let left = wait.saturating_sub(idle_since.elapsed());
             if left.is_zero() {
                 entry.remove_if_ours();
                 if !accept_pending(&listener, &userns, args.uid_inside, &mut clients) {
@@ -614,11 +669,17 @@ fn control_loop(args: &ServeArgs, listener: UnixListener, userns: OwnedFd, entry
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
+        if !clients.is_empty() {
+            wait = linger;
+        }
         if clients.is_empty() && before > 0 {
             idle_since = Instant::now();
         }
     }
 }
+
+/// How long a new server waits for its first client whatever the linger (see control_loop).
+const FIRST_CLIENT_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves the connections already queued on the listener, without waiting; whether any was.
 fn accept_pending(

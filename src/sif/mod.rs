@@ -18,7 +18,7 @@ pub use format::{
     Arch, CryptoMessageInfo, DataType, Descriptor, FsType, HashType, Header, Link, PartType,
     PartitionInfo, SignatureInfo,
 };
-pub use read::{SifFile, MAX_OBJECT_READ};
+pub use read::{open_image_file, SifFile, MAX_OBJECT_READ};
 pub use write::{Layout, Object, ObjectSource, SifWriter, WriterOptions};
 
 /// Result of SIF operations.

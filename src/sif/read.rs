@@ -14,6 +14,35 @@ pub const MAX_OBJECT_READ: u64 = 64 << 20;
 /// Refuse descriptor tables with more slots than this (28 MiB of descriptors).
 const MAX_DESCRIPTORS: i64 = 50_000;
 
+/// Opens `path` for reading an image from it, never blocking: a FIFO, socket or character
+/// device named as an image would otherwise hang `open` or the first read forever. Opened with
+/// `O_NONBLOCK` (no effect on regular files) and checked with `fstat` on the opened file, so a
+/// path swapped between a check and the open is caught too. Regular files and block devices
+/// pass.
+pub fn open_image_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    let what = if kind.is_file() || kind.is_block_device() {
+        return Ok(file);
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("is {what}, not an image file"),
+    ))
+}
+
 /// A validated SIF header and its used descriptors (in slot order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SifFile {
@@ -115,7 +144,7 @@ impl SifFile {
 
     /// Open `path` read-only and read it.
     pub fn open_path(path: &Path) -> Result<(File, SifFile)> {
-        let file = File::open(path)?;
+        let file = open_image_file(path)?;
         let sif = SifFile::read(&file)?;
         Ok((file, sif))
     }

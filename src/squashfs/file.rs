@@ -1,58 +1,12 @@
 //! Regular file contents: data blocks, sparse holes and tail-end fragments.
 
+use super::blocks::{BlockCursor, BlockListRef};
 use super::format::{corrupt, DATA_SIZE_MASK, DATA_UNCOMPRESSED};
 use super::metadata::MetaReader;
-use super::{Archive, BlockList, Error, Inode, InodeData, Result};
+use super::{Archive, Error, Inode, InodeData, Result};
 use std::sync::Arc;
 
-/// A position checkpoint is stored every this many blocks.
-const CHECKPOINT: usize = 64;
-
 impl Archive {
-    /// The (cached) block list of a file inode.
-    fn block_list(
-        &self,
-        inode: &Inode,
-        list_pos: (u64, usize),
-        blocks_start: u64,
-        count: u64,
-    ) -> Result<Arc<BlockList>> {
-        if let Some(l) = self.block_list_cache.get(&inode.inode_ref) {
-            return Ok(l);
-        }
-        let count = usize::try_from(count).map_err(|_| corrupt("block count overflow".into()))?;
-        let mut m = MetaReader::new(self, list_pos.0, list_pos.1, self.sb.directory_table_start)?;
-        let mut sizes = Vec::with_capacity(count);
-        let mut checkpoints = Vec::with_capacity(count.div_ceil(CHECKPOINT));
-        let mut pos = blocks_start;
-        for i in 0..count {
-            if i % CHECKPOINT == 0 {
-                checkpoints.push(pos);
-            }
-            let s = m.u32()?;
-            let csize = s & DATA_SIZE_MASK;
-            if s & !(DATA_SIZE_MASK | DATA_UNCOMPRESSED) != 0 || csize > self.sb.block_size {
-                return Err(corrupt(format!(
-                    "file inode {} block {i} has invalid size field {s:#x}",
-                    inode.number
-                )));
-            }
-            pos += u64::from(csize);
-            if pos > self.sb.bytes_used {
-                return Err(corrupt(format!(
-                    "file inode {} data blocks extend past end of archive",
-                    inode.number
-                )));
-            }
-            sizes.push(s);
-        }
-        let list = Arc::new(BlockList { sizes, checkpoints });
-        let weight = list.sizes.len() * 4 + list.checkpoints.len() * 8 + 64;
-        self.block_list_cache
-            .insert(inode.inode_ref, list.clone(), weight);
-        Ok(list)
-    }
-
     /// Decompressed contents of the block at `pos` with size field `size`
     /// (compressed; cached).
     fn cached_block(&self, pos: u64, size: u32, what: &dyn Fn() -> String) -> Result<Arc<Vec<u8>>> {
@@ -123,11 +77,15 @@ impl Archive {
         }
         let want = (inode.size - offset).min(buf.len() as u64) as usize;
         let bs = u64::from(self.sb.block_size);
-        let list = if block_count > 0 && offset < block_count * bs {
-            Some(self.block_list(inode, list_pos, blocks_start, block_count)?)
-        } else {
-            None
-        };
+        let mut blocks = BlockCursor::new(
+            self,
+            BlockListRef {
+                inode,
+                list_pos,
+                blocks_start,
+                count: block_count,
+            },
+        );
         let mut done = 0usize;
         while done < want {
             let pos = offset + done as u64;
@@ -136,22 +94,13 @@ impl Archive {
             let out = &mut buf[done..want];
             let n;
             if bi < block_count {
-                let list = list
-                    .as_ref()
-                    .expect("block list loaded when reading blocks");
-                let bi = bi as usize;
-                let expected = (inode.size - bi as u64 * bs).min(bs) as usize;
+                let expected = (inode.size - bi * bs).min(bs) as usize;
                 n = (expected - within).min(out.len());
-                let size = list.sizes[bi];
-                if size == 0 {
+                let loc = blocks.location(bi)?;
+                if loc.size == 0 {
                     out[..n].fill(0);
                 } else {
-                    let cp = bi / CHECKPOINT;
-                    let bpos = list.checkpoints[cp]
-                        + list.sizes[cp * CHECKPOINT..bi]
-                            .iter()
-                            .map(|&s| u64::from(s & DATA_SIZE_MASK))
-                            .sum::<u64>();
+                    let (bpos, size) = (loc.pos, loc.size);
                     let csize = (size & DATA_SIZE_MASK) as usize;
                     if size & DATA_UNCOMPRESSED != 0 && csize == expected {
                         // Stored block: read straight into the caller's buffer.

@@ -103,9 +103,11 @@ impl Archive {
                 } else {
                     size / bs
                 };
-                // The block list lives in the inode table: it cannot be
-                // longer than the table.
-                if block_count.saturating_mul(4) > limit - table {
+                // The block list lives in the inode table, so it cannot be longer than the
+                // table decompressed: each metadata block takes at least 3 bytes on disk
+                // (header and one byte) and holds at most METADATA_SIZE bytes.
+                let table_capacity = (limit - table) / 3 * METADATA_SIZE as u64;
+                if block_count.saturating_mul(4) > table_capacity {
                     return Err(corrupt(format!(
                         "file inode {number} claims {size} bytes ({block_count} blocks), more than the inode table can list"
                     )));

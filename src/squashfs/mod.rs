@@ -11,6 +11,7 @@
 //! All on-disk input is bounds-checked: corrupt images produce
 //! [`Error::Corrupt`], never a panic.
 
+mod blocks;
 mod cache;
 mod compress;
 mod dir;
@@ -230,13 +231,6 @@ pub struct DirEntry {
     pub kind: FileKind,
 }
 
-/// Per-file data block list: compressed sizes plus a position checkpoint
-/// every `CHECKPOINT` blocks.
-pub(crate) struct BlockList {
-    pub(crate) sizes: Vec<u32>,
-    pub(crate) checkpoints: Vec<u64>,
-}
-
 pub(crate) struct XattrTable {
     pub(crate) kv_start: u64,
     pub(crate) count: u32,
@@ -256,14 +250,17 @@ pub struct Archive {
     table_starts: Vec<u64>,
     meta_cache: Lru<u64, Arc<MetaBlock>>,
     inode_cache: Lru<InodeRef, Inode>,
-    block_list_cache: Lru<InodeRef, Arc<BlockList>>,
+    /// Per-file indexes of block-list chunks, and the decoded chunks (`squashfs::blocks`).
+    block_index_cache: Lru<InodeRef, Arc<blocks::BlockIndex>>,
+    block_chunk_cache: Lru<(InodeRef, u64), Arc<blocks::Chunk>>,
     data_cache: Lru<u64, Arc<Vec<u8>>>,
 }
 
 const META_CACHE_BYTES: usize = 16 << 20;
 /// Inodes are weighed at ~128 bytes plus their symlink target.
 const INODE_CACHE_BYTES: usize = 4 << 20;
-const BLOCK_LIST_CACHE_BYTES: usize = 16 << 20;
+const BLOCK_INDEX_CACHE_BYTES: usize = 4 << 20;
+const BLOCK_CHUNK_CACHE_BYTES: usize = 8 << 20;
 const DATA_CACHE_BYTES: usize = 48 << 20;
 
 impl std::fmt::Debug for Archive {
@@ -326,7 +323,8 @@ impl Archive {
             table_starts,
             meta_cache: Lru::new(META_CACHE_BYTES),
             inode_cache: Lru::new(INODE_CACHE_BYTES),
-            block_list_cache: Lru::new(BLOCK_LIST_CACHE_BYTES),
+            block_index_cache: Lru::new(BLOCK_INDEX_CACHE_BYTES),
+            block_chunk_cache: Lru::new(BLOCK_CHUNK_CACHE_BYTES),
             data_cache: Lru::new(DATA_CACHE_BYTES),
         };
 

@@ -23,7 +23,7 @@ fn job_given_one_gpu_sees_exactly_that_device() {
     };
     if std::env::var("RSING_TEST_GPU_COUNT").as_deref() == Ok("0") {
         // The stub could not mknod here (its own tests adapt the same way): nothing to give.
-        eprintln!("SKIP: the GPU stub has no device nodes on this machine (mknod refused)");
+        crate::util::skip("the GPU stub has no device nodes on this machine (mknod refused)");
         return;
     }
     if slurm.gpus < 2 {

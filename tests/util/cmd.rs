@@ -174,8 +174,22 @@ impl RsingCmd {
         };
         cmd.stdin(stdin).stdout(out).stderr(Stdio::piped());
         cmd.process_group(0);
-        cmd.spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()))
+        // A test that has just written an executable (a copy of rsing) can hit ETXTBSY: a
+        // child forked meanwhile by another test thread holds the write descriptor until it
+        // execs. That lasts milliseconds; retry for a while before calling it a failure.
+        let mut tries = 0;
+        loop {
+            match cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => {
+                    return other
+                        .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()))
+                }
+            }
+        }
     }
 
     fn build(&self) -> Command {
@@ -290,6 +304,16 @@ impl Running {
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.pid());
         nix::sys::signal::kill(pid, signal).expect("sending a signal to rsing");
+    }
+
+    /// SIGKILL to rsing's whole process group, as a scheduler kills a job.
+    pub fn kill_group(&self) {
+        kill_group(self.child.id());
+    }
+
+    /// Waits for rsing to end, however it ends; returns all output.
+    pub fn wait(mut self) -> Output {
+        self.finish_output()
     }
 
     /// Waits for rsing to exit and panics unless its status is `code`; returns all output.

@@ -38,8 +38,27 @@ pub fn missing(what: &str) -> bool {
         !in_ci(),
         "CI=true and a prerequisite is missing: {what} (run `sudo ./install-deps`)"
     );
-    eprintln!("SKIP: {what} is missing (run `sudo ./install-deps`); test skipped");
+    skip(&format!(
+        "{what} is missing (run `sudo ./install-deps`); test skipped"
+    ));
     false
+}
+
+/// Reports a skipped test or check so that nobody mistakes it for a pass: a `SKIP:` line on
+/// the real stderr (libtest captures `eprintln!` of passing tests, which would hide it), and
+/// a line in `<scratch>/skipped.log`, which `run-tests` counts and lists at the end.
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!("SKIP: {test}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Ok(mut log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(super::scratch_root().join("skipped.log"))
+    {
+        let _ = log.write_all(line.as_bytes());
+    }
 }
 
 /// The path of an executable named `name` on PATH (or in the sbin dirs), if any.

@@ -10,7 +10,7 @@ pub mod registry;
 pub mod slurm;
 
 pub use cmd::{RsingCmd, Running};
-pub use guard::{have_tools, missing};
+pub use guard::{have_tools, missing, skip};
 
 use sha2::{Digest, Sha256};
 use std::ffi::{OsStr, OsString};

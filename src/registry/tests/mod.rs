@@ -3,6 +3,7 @@
 //! note when the tools are missing.
 
 mod harness;
+mod hostile;
 mod network;
 mod proxy;
 

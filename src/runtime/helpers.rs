@@ -1,0 +1,288 @@
+//! FUSE helper programs for ext3 overlay images: Debian's `fuse2fs` serves each image
+//! read-only, as a lower layer of the kernel overlay (the kernel accepts a FUSE lower layer, but
+//! refuses a FUSE upper one: no tmpfile, no RENAME_WHITEOUT).
+//!
+//! They run as children of the supervisor inside the container's user and mount namespaces
+//! (so they mount with mount(2), no setuid fusermount), started after the fork once the image
+//! is served, before the payload builds the root; the supervisor stops them after the command
+//! and its orphans are gone, so an image is closed before rsing exits and releases its lock.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::overlay::Overlays;
+use super::{Container, Error, BASE};
+
+/// The helpers see a copy of the host's mount tree (`mount --rbind / BASE/hostroot`) as their
+/// root, never rsing's tmpfs itself: the payload's two `pivot_root`s move the root of every
+/// process whose root is the one being replaced, and a helper moved into the container root
+/// it serves would resolve its own paths through itself.
+const HOSTROOT: &str = "/tmp/hostroot";
+/// Where the helpers mount, in their own view (BASE is /tmp there too).
+const EXT_DIR: &str = "/tmp/ext";
+/// The same mounts as the payload sees them after its first pivot_root into BASE.
+pub const EXT_AFTER_PIVOT: &str = "/hostroot/tmp/ext";
+
+/// True when the overlays need helper programs (ext3 images).
+pub fn needed(overlays: &Overlays) -> bool {
+    overlays.ext_layers().next().is_some()
+}
+
+/// Creates the helpers' mount points and their root: called once rsing's tmpfs and the image
+/// and SquashFS layers are mounted, so that the copy of the mount tree includes them.
+pub fn prepare_root() -> Result<(), String> {
+    debug_assert_eq!(BASE, "/tmp");
+    for dir in [HOSTROOT, EXT_DIR] {
+        std::fs::create_dir(dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+    }
+    nix::mount::mount(
+        Some("/"),
+        HOSTROOT,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot bind the host root for the overlay helpers: {e}"))
+}
+
+/// A path of the helpers' view, as the supervisor sees it.
+fn outside(path: &str) -> PathBuf {
+    PathBuf::from(format!("{HOSTROOT}{path}"))
+}
+
+/// Starts `fuse2fs` for every ext3 overlay image. On failure, those already started are
+/// stopped.
+pub fn start_for(c: &Container) -> Result<Vec<Helper>, Error> {
+    let mut started = Vec::new();
+    let result = start_into(c, &mut started);
+    if result.is_err() {
+        stop(&started);
+    }
+    result.map(|_| started)
+}
+
+fn start_into(c: &Container, started: &mut Vec<Helper>) -> Result<(), Error> {
+    let tool = |name: &str| {
+        find(name).ok_or_else(|| Error::Setup(format!("{name} is needed for ext3 overlay images")))
+    };
+    let fuse2fs = tool("fuse2fs")?;
+    let images: Vec<(String, &Path, bool, &str)> = c
+        .overlays
+        .ext_layers()
+        .map(|(i, p)| (i.to_string(), p, true, c.overlays.lower[i].given.as_str()))
+        .collect();
+    for (name, image, readonly, given) in &images {
+        let mnt = format!("{EXT_DIR}/{name}");
+        std::fs::create_dir(outside(&mnt))
+            .map_err(|e| Error::Setup(format!("cannot create {mnt}: {e}")))?;
+        let options = if *readonly { "fakeroot,ro" } else { "fakeroot" };
+        let args = ["-f", "-o", options, &image.to_string_lossy(), mnt.as_str()].map(String::from);
+        let log = outside(&format!("{EXT_DIR}/{name}.log"));
+        let helper = start("fuse2fs", &fuse2fs, &args, &outside(&mnt), &log)
+            .map_err(|e| Error::Setup(format!("overlay {given}: {e}")))?;
+        started.push(helper);
+        if !outside(&format!("{mnt}/upper")).is_dir() {
+            return Err(Error::Setup(format!(
+                "overlay {given}: the image has no upper/ directory (rsing overlay create makes \
+                 one)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// FUSE_SUPER_MAGIC.
+const FUSE_MAGIC: i64 = 0x6573_5546;
+/// How long a helper may take to mount (Apptainer waits 10 s for squashfuse too).
+const MOUNT_WAIT: Duration = Duration::from_secs(10);
+/// How long a helper may take to exit after SIGTERM before it is killed.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// A running helper.
+pub struct Helper {
+    pub pid: Pid,
+    pub name: &'static str,
+}
+
+/// Finds a helper program in PATH or the usual system directories.
+pub fn find(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Starts `program args…` in the foreground mode of a FUSE daemon and waits until `target`
+/// is a FUSE mount. Its stderr goes to `log` (shown in the error if it fails).
+pub fn start(
+    name: &'static str,
+    program: &Path,
+    args: &[String],
+    target: &Path,
+    log: &Path,
+) -> Result<Helper, String> {
+    let before = fs_type(target);
+    let err_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err_file);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+            super::process::reset_signals();
+            if libc::chroot(c"/tmp/hostroot".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            keep_capabilities()
+        });
+    }
+    let mut child: Child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let started = Instant::now();
+    loop {
+        if fs_type(target) == Some(FUSE_MAGIC) && before != Some(FUSE_MAGIC) {
+            return Ok(Helper { pid, name });
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let first = text
+                .lines()
+                .filter(|l| !l.contains("unknown argument ignored"))
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message")
+                .to_string();
+            return Err(format!("{name} failed ({status}): {first}"));
+        }
+        if started.elapsed() > MOUNT_WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{name} did not mount within {} s",
+                MOUNT_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The capabilities a FUSE daemon needs in the user namespace: to mount (a helper not running
+/// as uid 0 there would lose every capability at execve, and libfuse would fall back to the
+/// setuid `fusermount`, which cannot work here), and to read image files of any owner. Raised as ambient capabilities, as Apptainer does.
+const KEPT: [u32; 6] = [
+    21, // CAP_SYS_ADMIN
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    2,  // CAP_DAC_READ_SEARCH
+    3,  // CAP_FOWNER
+    27, // CAP_MKNOD
+];
+
+/// Runs between fork and exec: raw syscalls only.
+fn keep_capabilities() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget/capset with a v3 header and two data words, as the ABI defines.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for cap in KEPT {
+            data[(cap / 32) as usize].inheritable |= 1 << (cap % 32);
+        }
+        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for cap in KEPT {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE,
+                cap as libc::c_ulong,
+                0,
+                0,
+            );
+        }
+    }
+    Ok(())
+}
+
+// f_type's width varies by architecture.
+#[allow(clippy::unnecessary_cast)]
+fn fs_type(path: &Path) -> Option<i64> {
+    nix::sys::statfs::statfs(path)
+        .ok()
+        .map(|s| s.filesystem_type().0 as i64)
+}
+
+/// Stops the helpers, last started first, each with SIGTERM and, after [`STOP_WAIT`], SIGKILL;
+/// waits for each so that its file system is closed before the next one goes.
+pub fn stop(helpers: &[Helper]) {
+    for h in helpers.iter().rev() {
+        let _ = kill(h.pid, Signal::SIGTERM);
+        let started = Instant::now();
+        while let Ok(nix::sys::wait::WaitStatus::StillAlive) =
+            nix::sys::wait::waitpid(h.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+        {
+            if started.elapsed() > STOP_WAIT {
+                tracing::warn!("{} did not stop; killing it", h.name);
+                let _ = kill(h.pid, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(h.pid, None);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// True when this process has children other than `helpers` (the command or its orphans,
+/// reparented here). Reads `/proc/self/task/*/children`; where the kernel lacks it, assumes
+/// none, so the helpers stop when the command itself ends.
+pub fn others_alive(helpers: &[Helper]) -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for pid in text
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            if !helpers.iter().any(|h| h.pid.as_raw() == pid) {
+                return true;
+            }
+        }
+    }
+    false
+}

@@ -1,0 +1,280 @@
+//! Persistent overlays (--overlay DIR, DIR:ro, FILE.sqfs), their lock, and --writable on a
+//! sandbox directory (docs/overlays.md).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::fixtures::{Fixture, BUSYBOX};
+use crate::util::{have_tools, sha256_file, TestEnv};
+
+fn ov(dir: &Path) -> String {
+    dir.display().to_string()
+}
+
+#[test]
+fn directory_overlay_keeps_changes_and_the_image_is_unchanged() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let before = sha256_file(&img);
+    let d = t.dir.join("ov");
+    std::fs::create_dir(&d).unwrap();
+    let o = ["--overlay", &ov(&d)];
+    t.sh_with(o, &img, "echo kept > /kept");
+    // As root in the overlay: delete an image file, replace an image directory (opaque).
+    let script = "rm /bin/true && rm -rf /suid && mkdir /suid && echo new > /suid/only";
+    t.sh_with(["--fakeroot", "--overlay", &ov(&d)], &img, script);
+    let script = "cat /kept; test -e /bin/true || echo gone; ls /suid";
+    assert_eq!(t.sh_with(o, &img, script), "kept\ngone\nonly");
+    assert!(d.join("upper/kept").is_file() && d.join("work").is_dir());
+    assert_eq!(sha256_file(&img), before, "the image file changed");
+    // Without the overlay the image is as it was.
+    assert_eq!(t.sh(&img, "test -e /kept || echo clean"), "clean");
+}
+
+#[test]
+fn read_only_layers_stack_below_the_writable_one() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let (a, b) = (t.dir.join("a"), t.dir.join("b"));
+    for d in [&a, &b] {
+        std::fs::create_dir(d).unwrap();
+    }
+    t.sh_with(
+        ["--overlay", &ov(&a)],
+        &img,
+        "echo from-a > /f; echo a > /only-a",
+    );
+    let ro = format!("{}:ro", ov(&a));
+    t.exec_with(["--overlay", &ro], &img, ["sh", "-c", "echo x > /g"])
+        .assert_fails_naming("Read-only file system");
+    let o = ["--overlay", &ro, "--overlay", &ov(&b)];
+    assert_eq!(
+        t.sh_with(o, &img, "cat /f; echo from-b > /f; cat /f /only-a"),
+        "from-a\nfrom-b\na"
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.join("upper/f")).unwrap(),
+        "from-a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("upper/f")).unwrap(),
+        "from-b\n"
+    );
+    // Two writable overlays: the last takes the writes, the first is read-only below it.
+    let o = ["--overlay", &ov(&a), "--overlay", &ov(&b)];
+    assert_eq!(t.sh_with(o, &img, "echo 2 > /two; cat /f"), "from-b");
+    assert!(b.join("upper/two").exists() && !a.join("upper/two").exists());
+}
+
+#[test]
+fn squashfs_layer_of_an_overlay_keeps_its_whiteouts() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    if !have_tools(&["mksquashfs"]) {
+        return;
+    }
+    let d = t.dir.join("ov");
+    std::fs::create_dir(&d).unwrap();
+    let script = "echo layer > /layer-file && rm /bin/true && rm -rf /suid && mkdir /suid && echo x > /suid/only";
+    t.sh_with(["--fakeroot", "--overlay", &ov(&d)], &img, script);
+    let sqfs = t.dir.join("layer.sqfs");
+    // The Apptainer layout (upper/ and work/ at the root) as well as the bare upper directory.
+    for (src, name) in [(d.clone(), "layout"), (d.join("upper"), "bare")] {
+        let _ = std::fs::remove_file(&sqfs);
+        let st = Command::new("mksquashfs")
+            .args([src.as_os_str(), sqfs.as_os_str()])
+            .args(["-quiet", "-no-progress"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let script = "cat /layer-file; test -e /bin/true || echo gone; ls /suid";
+        let out = t.sh_with(["--overlay", &ov(&sqfs)], &img, script);
+        assert_eq!(out, "layer\ngone\nonly", "{name}");
+    }
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_first_runs() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let d = t.dir.join("ov");
+    std::fs::create_dir(&d).unwrap();
+    let mut first = t
+        .exec_with(
+            ["--overlay", &ov(&d)],
+            &img,
+            ["sh", "-c", "echo ready; exec sleep 60"],
+        )
+        .spawn();
+    first.wait_for_line("ready");
+    t.exec_with(["--overlay", &ov(&d)], &img, ["true"])
+        .assert_error_naming("is in use by another rsing");
+    let ro = format!("{}:ro", ov(&d));
+    t.exec_with(["--overlay", &ro], &img, ["true"])
+        .assert_error_naming("is in use by another rsing");
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    first.assert_exit(143);
+    t.exec_with(["--overlay", &ov(&d)], &img, ["true"])
+        .assert_exit(0);
+}
+
+#[test]
+fn bad_overlays_are_one_line_each() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let missing = t.dir.join("missing");
+    t.exec_with(["--overlay", &ov(&missing)], &img, ["true"])
+        .assert_error_naming(&format!("overlay {}", missing.display()));
+    let junk = t.write("junk.img", "not an overlay image");
+    t.exec_with(["--overlay", &ov(&junk)], &img, ["true"])
+        .assert_error_naming("is not an overlay");
+    t.exec_with(["--writable"], &img, ["true"])
+        .assert_error_naming("--writable-tmpfs");
+}
+
+#[test]
+fn an_upper_directory_on_fuse_is_refused_with_a_hint() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    if !have_tools(&["squashfuse", "fusermount3", "mksquashfs"]) {
+        return;
+    }
+    let src = t.mkdir("src/d");
+    let _ = src;
+    let sqfs = t.dir.join("src.sqfs");
+    let st = Command::new("mksquashfs")
+        .args([
+            t.dir.join("src").as_os_str(),
+            sqfs.as_os_str(),
+            "-quiet".as_ref(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mnt = t.mkdir("mnt");
+    let st = Command::new("squashfuse")
+        .arg(&sqfs)
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    if !st.success() {
+        crate::util::missing("a working squashfuse mount");
+        return;
+    }
+    let out = t
+        .exec_with(["--overlay", &ov(&mnt.join("d"))], &img, ["true"])
+        .run();
+    let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(
+        err.contains("FUSE") && err.contains("rsing overlay create"),
+        "{err}"
+    );
+}
+
+#[test]
+fn writable_sandbox_is_written() {
+    let t = TestEnv::new();
+    let sandbox = image!(Fixture::Sandbox);
+    let mine = t.dir.join("sandbox");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&sandbox)
+        .arg(&mine)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = ["--writable"];
+    t.sh_with(o, &mine, "echo hello > /written");
+    assert_eq!(
+        std::fs::read_to_string(mine.join("written")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(t.sh_with(o, &mine, "cat /written"), "hello");
+}
+
+/// `rsing overlay create`, or a visible skip where e2fsprogs or fuse2fs are missing.
+fn ext_overlay(t: &TestEnv, name: &str) -> Option<std::path::PathBuf> {
+    if !have_tools(&["fuse2fs", "mkfs.ext3", "debugfs"]) {
+        return None;
+    }
+    let img = t.dir.join(name);
+    t.rsing()
+        .args([
+            "overlay",
+            "create",
+            "--size",
+            "32",
+            "--create-dir",
+            "/opt/tools",
+        ])
+        .arg(&img)
+        .assert_exit(0);
+    Some(img)
+}
+
+#[test]
+fn ext3_overlay_image_stacks_read_only() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let Some(file) = ext_overlay(&t, "ov.img") else {
+        return;
+    };
+    // Put a file into the image's upper/ without mounting it (debugfs writes the ext3 file).
+    let src = t.write("hello.txt", "from the image\n");
+    let st = Command::new("debugfs")
+        .args(["-w", "-R"])
+        .arg(format!("write {} /upper/hello.txt", src.display()))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    let ro = format!("{}:ro", ov(&file));
+    let script = "cat /hello.txt; test -d /opt/tools && echo dir";
+    assert_eq!(
+        t.sh_with(["--overlay", &ro], &img, script),
+        "from the image\ndir"
+    );
+    // Twice: the image is closed cleanly and nothing of fuse2fs outlives rsing.
+    assert_eq!(
+        t.sh_with(["--overlay", &ro], &img, "cat /hello.txt"),
+        "from the image"
+    );
+    let left = crate::util::processes_matching(&file.display().to_string());
+    assert!(left.is_empty(), "fuse2fs left running: {left:?}");
+    t.exec_with(["--overlay", &ov(&file)], &img, ["true"])
+        .assert_error_naming("not supported yet");
+    t.rsing()
+        .args(["overlay", "create"])
+        .arg(&file)
+        .assert_error_naming("exists already");
+}
+
+#[test]
+fn sealed_overlay_stacks_read_only() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let d = t.dir.join("ov");
+    std::fs::create_dir(&d).unwrap();
+    let script = "echo sealed > /sealed && rm /bin/true && rm -rf /suid && mkdir /suid && echo x > /suid/only";
+    t.sh_with(["--fakeroot", "--overlay", &ov(&d)], &img, script);
+    let out = t.dir.join("layer.sqfs");
+    t.rsing()
+        .args(["overlay", "seal"])
+        .arg(&d)
+        .arg(&out)
+        .assert_exit(0);
+    let top = t.dir.join("top");
+    std::fs::create_dir(&top).unwrap();
+    let o = ["--overlay", &ov(&out), "--overlay", &ov(&top)];
+    let script = "cat /sealed; test -e /bin/true || echo gone; ls /suid; echo more > /more";
+    assert_eq!(t.sh_with(o, &img, script), "sealed\ngone\nonly");
+    assert!(top.join("upper/more").exists());
+    t.rsing()
+        .args(["overlay", "seal"])
+        .arg(t.dir.join("nope"))
+        .arg(t.dir.join("x.sqfs"))
+        .assert_error_naming("nope");
+    assert!(!t.dir.join("x.sqfs").exists());
+}
