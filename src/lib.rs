@@ -13,6 +13,7 @@
 //! * `fuse`: serves a SquashFS archive to the kernel (adapter over `squashfs`).
 //! * `sif`, `squashfs`: the on-disk formats, no I/O policy.
 
+pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod commands;

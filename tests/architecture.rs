@@ -10,10 +10,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "commands",
         &[
             "image", "runtime", "tree", "squashfs", "sif", "oci", "registry", "convert", "cache",
-            "gpu", "lazy",
+            "gpu", "lazy", "build",
         ],
     ),
     ("lazy", &["registry", "oci", "squashfs", "sif"]),
+    ("build", &["convert"]),
     ("convert", &["oci", "squashfs", "sif"]),
     ("registry", &["oci"]),
     ("oci", &[]),

@@ -155,6 +155,7 @@ impl Cache {
         collect(&self.root.join("blobs/sha256"), "blob", None, &mut out)?;
         collect(&self.root.join("images"), "image", Some("sif"), &mut out)?;
         collect(&self.root.join("http"), "image", Some("sif"), &mut out)?;
+        collect_build_steps(&self.root.join("build/steps"), &mut out)?;
         out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         Ok(out)
     }
@@ -169,7 +170,11 @@ impl Cache {
         for entry in self.list()? {
             let age = now.duration_since(entry.used).unwrap_or_default();
             if older_than.is_none_or(|limit| age >= limit) {
-                std::fs::remove_file(&entry.path)?;
+                if entry.path.is_dir() {
+                    std::fs::remove_dir_all(&entry.path)?;
+                } else {
+                    std::fs::remove_file(&entry.path)?;
+                }
                 removed.push(entry);
             }
         }
@@ -183,6 +188,46 @@ impl Cache {
         }
         Ok(removed)
     }
+}
+
+/// Build-cache snapshots (`build/steps/<key>/`, see `build::cache`): one entry each, sized by
+/// the files in it, used when its `owners.json` was last read.
+fn collect_build_steps(dir: &Path, out: &mut Vec<Entry>) -> io::Result<()> {
+    fn size(p: &Path) -> u64 {
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            return 0;
+        };
+        if !meta.is_dir() {
+            return meta.len();
+        }
+        std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| size(&e.path())).sum())
+            .unwrap_or(0)
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = std::fs::metadata(e.path().join("owners.json")) else {
+            continue;
+        };
+        let used = meta
+            .accessed()
+            .ok()
+            .max(meta.modified().ok())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        out.push(Entry {
+            kind: "build",
+            size: size(&e.path()),
+            name,
+            path: e.path(),
+            used,
+        });
+    }
+    Ok(())
 }
 
 fn collect(

@@ -19,17 +19,19 @@ use crate::cache::AtomicFile;
 pub struct BuildArgs {
     /// Write a directory (a sandbox image) instead of a SIF file
     #[arg(short, long)]
-    sandbox: bool,
+    pub(super) sandbox: bool,
     /// Overwrite an existing target
     #[arg(short = 'F', long)]
-    force: bool,
+    pub(super) force: bool,
     #[command(flatten)]
-    convert: ConvertArgs,
+    pub(super) convert: ConvertArgs,
+    #[command(flatten)]
+    pub(super) recipe: super::recipe::RecipeArgs,
     /// The SIF file (or, with --sandbox, the directory) to write
-    target: PathBuf,
+    pub(super) target: PathBuf,
     /// docker://REF, oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:TAG], a
-    /// directory, a SquashFS file or a SIF file
-    source: String,
+    /// directory, a SquashFS file, a SIF file, or a definition file (recipe.def)
+    pub(super) source: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,6 +54,14 @@ pub struct PullArgs {
 
 pub fn build(global: &Global, args: &BuildArgs) -> anyhow::Result<i32> {
     let progress = Arc::new(Progress::new(Mode::detect(global.quiet)));
+    if super::recipe::is_dockerfile(&args.source) {
+        super::recipe::build_dockerfile(args, &progress)?;
+        return Ok(0);
+    }
+    if super::recipe::is_recipe(&args.source) {
+        super::recipe::build(args, &progress)?;
+        return Ok(0);
+    }
     let write = if args.sandbox {
         write_sandbox
     } else {
@@ -81,36 +91,9 @@ fn write_sandbox(
     if Path::new(source).is_dir() {
         bail!("build source {source} is a directory already: it is a sandbox as it is");
     }
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut scratch = AtomicFile::create(&parent.join(".rsing-sandbox.sif"), 0o600)
-        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
-    let sif = match source.strip_prefix("docker://") {
-        Some(reference) => {
-            let (cached, _in_use) = fetch::cached_image(reference, convert, progress)?;
-            std::fs::File::open(cached)?
-        }
-        None => {
-            write_into(source, scratch.file(), convert, progress)?;
-            scratch.file().try_clone()?
-        }
-    };
-    let image = crate::sif::SifFile::read(&sif).context("reading the converted image")?;
-    let offset = image
-        .primary_partition()
-        .context("reading the converted image")?
-        .offset;
-    let archive =
-        crate::squashfs::Archive::open(sif, offset).context("reading the converted image")?;
     let staged = crate::cache::hidden_name(target);
     progress.say(&format!("unpacking into {}", target.display()));
-    if let Err(e) = crate::convert::extract(&archive, &staged) {
-        // Directories are owner-writable after extraction, so the partial tree is removable.
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(e).with_context(|| format!("unpacking into {}", target.display()));
-    }
+    unpack_source(source, &staged, convert, progress)?;
     // An old target (with --force) goes only once the new tree is complete.
     let old = crate::cache::hidden_name(target);
     let replacing = std::fs::rename(target, &old).is_ok();
@@ -126,10 +109,66 @@ fn write_sandbox(
             .or_else(|_| std::fs::remove_file(&old))
             .with_context(|| format!("cannot remove the old {}", target.display()))?;
     }
-    drop(scratch);
     progress.clear();
     progress.say(&format!("wrote {}", target.display()));
     Ok(())
+}
+
+/// Unpacks image `source` (any `build` source but a directory) into new directory `dest`:
+/// the image is converted to a SIF first (the cached one for `docker://`, an anonymous
+/// temporary file beside `dest` otherwise). A partial `dest` is removed on failure.
+pub(super) fn unpack_source(
+    source: &str,
+    dest: &Path,
+    convert: &ConvertArgs,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<Unpacked> {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut scratch = AtomicFile::create(&parent.join(".rsing-sandbox.sif"), 0o600)
+        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+    let mut _in_use = None;
+    let sif = match source.strip_prefix("docker://") {
+        Some(reference) => {
+            // The cache entry stays in use (not cleaned) while it is read.
+            let (cached, in_use) = fetch::cached_image(reference, convert, progress)?;
+            _in_use = Some(in_use);
+            std::fs::File::open(cached)?
+        }
+        None => {
+            write_into(source, scratch.file(), convert, progress)?;
+            scratch.file().try_clone()?
+        }
+    };
+    let image = crate::sif::SifFile::read(&sif).context("reading the converted image")?;
+    let config = image
+        .find(crate::sif::DataType::GenericJson, "oci-config.json")
+        .and_then(|d| image.read_object(&sif, d).ok());
+    let offset = image
+        .primary_partition()
+        .context("reading the converted image")?
+        .offset;
+    let archive =
+        crate::squashfs::Archive::open(sif, offset).context("reading the converted image")?;
+    let owners = match crate::convert::extract_owned(&archive, dest) {
+        Ok(owners) => owners,
+        Err(e) => {
+            // Directories are owner-writable after extraction, so the partial tree is removable.
+            let _ = std::fs::remove_dir_all(dest);
+            return Err(e).with_context(|| format!("unpacking into {}", dest.display()));
+        }
+    };
+    drop(scratch);
+    Ok(Unpacked { config, owners })
+}
+
+/// What [`unpack_source`] learnt: the image's `oci-config.json` and the owners that the
+/// unprivileged unpack could not keep (`(path, uid, gid)`, entries not owned by root).
+pub(super) struct Unpacked {
+    pub config: Option<Vec<u8>>,
+    pub owners: Vec<(String, u32, u32)>,
 }
 
 pub fn pull(global: &Global, args: &PullArgs) -> anyhow::Result<i32> {
@@ -182,7 +221,7 @@ fn write_image(
 }
 
 /// An existing target is only replaced with `--force`.
-fn refuse_existing(target: &Path, force: bool) -> anyhow::Result<()> {
+pub(super) fn refuse_existing(target: &Path, force: bool) -> anyhow::Result<()> {
     if target.symlink_metadata().is_ok() && !force {
         bail!(
             "{} already exists (use --force to replace it)",

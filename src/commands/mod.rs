@@ -15,6 +15,7 @@ pub mod oras;
 pub mod overlay;
 mod pack;
 mod progress;
+pub mod recipe;
 pub mod registry;
 pub mod serve;
 pub mod sif;

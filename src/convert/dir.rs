@@ -12,9 +12,17 @@ use super::{ConvertOptions, Error, Result};
 use crate::squashfs::write::{encode_rdev, Metadata, SquashfsWriter};
 use crate::squashfs::FileKind;
 
-/// Adds every entry under `root` (not following symlinks) to `writer`; files with several
-/// links inside the tree stay hard links.
-pub fn add_tree<W: Write + Seek>(root: &Path, writer: &mut SquashfsWriter<W>) -> Result<()> {
+/// The owner `(uid, gid)` an entry gets in the image, from its path (`/etc/x`) and metadata:
+/// a built tree belongs to the caller on disk but to the owners its build asked for.
+pub type OwnerOf<'a> = &'a dyn Fn(&[u8], &std::fs::Metadata) -> (u32, u32);
+
+/// Adds every entry under `root` (not following symlinks) to `writer`, owned as `owner`
+/// says; files with several links inside the tree stay hard links.
+pub fn add_tree_owned<W: Write + Seek>(
+    root: &Path,
+    writer: &mut SquashfsWriter<W>,
+    owner: OwnerOf,
+) -> Result<()> {
     let meta = std::fs::symlink_metadata(root).map_err(|e| io_at(root, e))?;
     if !meta.is_dir() {
         return Err(Error::Config(format!(
@@ -22,9 +30,9 @@ pub fn add_tree<W: Write + Seek>(root: &Path, writer: &mut SquashfsWriter<W>) ->
             root.display()
         )));
     }
-    writer.add_dir(b"/", metadata_of(&meta))?;
+    writer.add_dir(b"/", metadata_of(&meta, owner(b"/", &meta)))?;
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    walk(root, b"", writer, &mut links)
+    walk(root, b"", writer, &mut links, owner)
 }
 
 fn walk<W: Write + Seek>(
@@ -32,6 +40,7 @@ fn walk<W: Write + Seek>(
     prefix: &[u8],
     writer: &mut SquashfsWriter<W>,
     links: &mut HashMap<(u64, u64), Vec<u8>>,
+    owner: OwnerOf,
 ) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| io_at(dir, e))?;
     for entry in entries {
@@ -41,11 +50,11 @@ fn walk<W: Write + Seek>(
         path.push(b'/');
         path.extend_from_slice(entry.file_name().as_bytes());
         let st = std::fs::symlink_metadata(&host).map_err(|e| io_at(&host, e))?;
-        let meta = metadata_of(&st);
+        let meta = metadata_of(&st, owner(&path, &st));
         let kind = st.file_type();
         if kind.is_dir() {
             writer.add_dir(&path, meta)?;
-            walk(&host, &path, writer, links)?;
+            walk(&host, &path, writer, links, owner)?;
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&host).map_err(|e| io_at(&host, e))?;
             writer.add_symlink(&path, meta, target.as_os_str().as_bytes())?;
@@ -79,11 +88,11 @@ fn device(rdev: u64) -> u32 {
     encode_rdev(libc::major(rdev), libc::minor(rdev))
 }
 
-fn metadata_of(st: &std::fs::Metadata) -> Metadata {
+fn metadata_of(st: &std::fs::Metadata, (uid, gid): (u32, u32)) -> Metadata {
     Metadata {
         mode: (st.mode() & 0o7777) as u16,
-        uid: st.uid(),
-        gid: st.gid(),
+        uid,
+        gid,
         mtime: st.mtime().clamp(0, i64::from(u32::MAX)) as u32,
         xattrs: Vec::new(),
     }

@@ -18,11 +18,18 @@ use crate::squashfs::{Archive, FileKind, Inode};
 
 /// Unpacks the whole archive into new directory `target`.
 pub fn extract(archive: &Archive, target: &Path) -> Result<()> {
+    extract_owned(archive, target).map(|_| ())
+}
+
+/// [`extract`], returning the owners the unpacked files could not keep: `(path inside the
+/// image, uid, gid)` of every entry not owned by 0:0 (a recipe build writes them back).
+pub fn extract_owned(archive: &Archive, target: &Path) -> Result<Vec<(String, u32, u32)>> {
     fs::create_dir(target).map_err(|e| at(target, e))?;
+    let mut owners = Vec::new();
     let root = archive.root().map_err(squashfs)?;
     let mut links: HashMap<u32, PathBuf> = HashMap::new();
     let mut dirs: Vec<(PathBuf, Inode)> = Vec::new();
-    walk(archive, &root, target, &mut links, &mut dirs)?;
+    walk(archive, &root, target, &mut links, &mut dirs, &mut owners)?;
     // Directory modes and times last (children change a directory's mtime), deepest first.
     dirs.push((target.to_path_buf(), root));
     for (path, inode) in dirs.iter().rev() {
@@ -30,7 +37,14 @@ pub fn extract(archive: &Archive, target: &Path) -> Result<()> {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| at(path, e))?;
         set_mtime(path, inode.mtime);
     }
-    Ok(())
+    let owners = owners
+        .into_iter()
+        .filter_map(|(p, u, g)| {
+            let rel = p.strip_prefix(target).ok()?;
+            Some((format!("/{}", rel.display()), u, g))
+        })
+        .collect();
+    Ok(owners)
 }
 
 fn walk(
@@ -39,6 +53,7 @@ fn walk(
     host_dir: &Path,
     links: &mut HashMap<u32, PathBuf>,
     dirs: &mut Vec<(PathBuf, Inode)>,
+    owners: &mut Vec<(PathBuf, u32, u32)>,
 ) -> Result<()> {
     for entry in archive.read_dir(dir).map_err(squashfs)? {
         let name = std::ffi::OsStr::from_bytes(&entry.name);
@@ -51,6 +66,9 @@ fn walk(
         }
         let path = host_dir.join(name);
         let inode = archive.inode(entry.inode_ref).map_err(squashfs)?;
+        if inode.uid != 0 || inode.gid != 0 {
+            owners.push((path.clone(), inode.uid, inode.gid));
+        }
         if inode.kind != FileKind::Directory && inode.nlink > 1 {
             if let Some(first) = links.get(&inode.number) {
                 fs::hard_link(first, &path).map_err(|e| at(&path, e))?;
@@ -61,7 +79,7 @@ fn walk(
         match inode.kind {
             FileKind::Directory => {
                 fs::create_dir(&path).map_err(|e| at(&path, e))?;
-                walk(archive, &inode, &path, links, dirs)?;
+                walk(archive, &inode, &path, links, dirs, owners)?;
                 dirs.push((path, inode));
             }
             FileKind::Symlink => {

@@ -101,18 +101,33 @@ pub fn dir_to_sif(
     out: &mut File,
     options: &ConvertOptions,
 ) -> Result<ImageSummary> {
+    dir_to_sif_owned(root, out, options, Vec::new(), &|_, st| {
+        use std::os::unix::fs::MetadataExt;
+        (st.uid(), st.gid())
+    })
+}
+
+/// [`dir_to_sif`] with the owners of entries chosen by `owner` (a built tree: `rsing build`
+/// from a recipe).
+pub fn dir_to_sif_owned(
+    root: &std::path::Path,
+    out: &mut File,
+    options: &ConvertOptions,
+    oci_config: Vec<u8>,
+    owner: dir::OwnerOf,
+) -> Result<ImageSummary> {
     let objects = sif_out::SmallObjects {
         deffile: options.deffile.clone(),
-        oci_config: Vec::new(),
+        oci_config,
         inspect: Vec::new(),
     };
     sif_out::write(out, &objects, "", options, |writer| {
-        dir::add_tree(root, writer)
+        dir::add_tree_owned(root, writer, owner)
     })
 }
 
 pub use dir::wrap_squashfs;
-pub use extract::extract;
+pub use extract::{extract, extract_owned};
 
 /// The `config` object of an image config (what Apptainer stores as `oci-config.json`).
 fn config_object(raw: &[u8]) -> Result<serde_json::Value> {

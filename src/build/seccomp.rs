@@ -1,0 +1,218 @@
+//! The seccomp filter of a build step: identity and ownership calls succeed without doing
+//! anything, as Charliecloud's `--force=seccomp` does, so package managers run as "root" in a
+//! user namespace that maps only the caller's own uid and gid (no subuid ranges).
+//!
+//! * `setuid` … `setgroups`, `setfsuid`/`setfsgid`: answered 0 by the kernel (RET_ERRNO 0).
+//! * `mknod`/`mknodat` of a block or character device: answered 0 (the node is not made; a
+//!   build has no business with device nodes). Regular files, FIFOs and sockets go to the
+//!   kernel, which makes them unprivileged.
+//! * `chown` family: sent to the supervisor (RET_USER_NOTIF), which records the ownership the
+//!   step asked for and answers 0 ([`super::runner`]); the recorded owners are written into
+//!   the SquashFS.
+//!
+//! Only the native ABI is filtered; 32-bit (i386/x32) calls reach the kernel unchanged.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_ERRNO_0: u32 = 0x0005_0000;
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+const FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
+
+#[cfg(target_arch = "x86_64")]
+const ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
+#[cfg(target_arch = "aarch64")]
+const ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
+
+/// Calls that pretend to succeed.
+fn faked() -> Vec<i64> {
+    let mut v = vec![
+        libc::SYS_setuid,
+        libc::SYS_setgid,
+        libc::SYS_setreuid,
+        libc::SYS_setregid,
+        libc::SYS_setresuid,
+        libc::SYS_setresgid,
+        libc::SYS_setgroups,
+        libc::SYS_setfsuid,
+        libc::SYS_setfsgid,
+    ];
+    v.sort_unstable();
+    v
+}
+
+/// Calls whose requested owner is recorded.
+pub fn chown_calls() -> Vec<i64> {
+    #[cfg(target_arch = "x86_64")]
+    return vec![
+        libc::SYS_chown,
+        libc::SYS_lchown,
+        libc::SYS_fchown,
+        libc::SYS_fchownat,
+    ];
+    #[cfg(target_arch = "aarch64")]
+    return vec![libc::SYS_fchown, libc::SYS_fchownat];
+}
+
+/// `(syscall, index of the mode argument)` for mknod.
+fn mknod_calls() -> Vec<(i64, u32)> {
+    #[cfg(target_arch = "x86_64")]
+    return vec![(libc::SYS_mknod, 1), (libc::SYS_mknodat, 2)];
+    #[cfg(target_arch = "aarch64")]
+    return vec![(libc::SYS_mknodat, 2)];
+}
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+/// The BPF program.
+pub fn program() -> Vec<libc::sock_filter> {
+    let mut p = vec![
+        stmt(LD_W_ABS, 4), // seccomp_data.arch
+        jeq(ARCH, 1, 0),
+        stmt(RET_K, RET_ALLOW),
+        stmt(LD_W_ABS, 0), // seccomp_data.nr
+    ];
+    for nr in faked() {
+        p.push(jeq(nr as u32, 0, 1));
+        p.push(stmt(RET_K, RET_ERRNO_0));
+    }
+    for nr in chown_calls() {
+        p.push(jeq(nr as u32, 0, 1));
+        p.push(stmt(RET_K, RET_USER_NOTIF));
+    }
+    for (nr, arg) in mknod_calls() {
+        // if nr matches: A = low word of args[arg] & S_IFMT; device → 0; else allow.
+        p.push(jeq(nr as u32, 0, 6));
+        p.push(stmt(LD_W_ABS, 16 + 8 * arg));
+        p.push(stmt(
+            (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16,
+            libc::S_IFMT,
+        ));
+        p.push(jeq(libc::S_IFCHR, 2, 0));
+        p.push(jeq(libc::S_IFBLK, 1, 0));
+        p.push(stmt(RET_K, RET_ALLOW));
+        p.push(stmt(RET_K, RET_ERRNO_0));
+    }
+    p.push(stmt(RET_K, RET_ALLOW));
+    p
+}
+
+/// Installs the filter on the calling thread and returns the notification listener. Needs
+/// CAP_SYS_ADMIN in the current user namespace (a build step has it) or no_new_privs.
+pub fn install() -> io::Result<OwnedFd> {
+    let filter = program();
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `filter`, alive for the call; the kernel copies it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `struct seccomp_data`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Data {
+    pub nr: i32,
+    pub arch: u32,
+    pub ip: u64,
+    pub args: [u64; 6],
+}
+
+/// `struct seccomp_notif`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Notif {
+    pub id: u64,
+    pub pid: u32,
+    pub flags: u32,
+    pub data: Data,
+}
+
+/// `struct seccomp_notif_resp`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct Resp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+const IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+const IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+
+/// Receives the next notification (blocks).
+pub fn receive(listener: i32) -> io::Result<Notif> {
+    let mut n = Notif::default();
+    // SAFETY: `n` has the kernel's layout and size (80 bytes).
+    if unsafe { libc::ioctl(listener, IOCTL_NOTIF_RECV as _, &mut n as *mut Notif) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n)
+}
+
+/// Answers notification `id`: the call returns 0.
+pub fn succeed(listener: i32, id: u64) -> io::Result<()> {
+    let mut r = Resp {
+        id,
+        ..Resp::default()
+    };
+    // SAFETY: `r` has the kernel's layout and size (24 bytes).
+    if unsafe { libc::ioctl(listener, IOCTL_NOTIF_SEND as _, &mut r as *mut Resp) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn struct_sizes_match_the_kernel() {
+        assert_eq!(std::mem::size_of::<super::Notif>(), 80);
+        assert_eq!(std::mem::size_of::<super::Resp>(), 24);
+    }
+
+    #[test]
+    fn program_ends_in_allow_and_jumps_stay_inside() {
+        let p = super::program();
+        assert_eq!(p.last().unwrap().k, super::RET_ALLOW);
+        for (i, ins) in p.iter().enumerate() {
+            if ins.code & 0x07 == libc::BPF_JMP as u16 {
+                assert!(i + 1 + (ins.jt.max(ins.jf) as usize) < p.len());
+            }
+        }
+    }
+}
