@@ -31,6 +31,11 @@ impl FailureReport {
 
     /// Prints `rsing: warning: IMAGE: cannot read PATH: CAUSE` the first time inode `r` fails.
     pub fn report(&self, archive: &Archive, r: InodeRef, e: &Error) {
+        if let Error::Io(io) = e {
+            if crate::squashfs::AlreadyReported::is(io) {
+                return;
+            }
+        }
         let count = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if seen.len() > MAX_REPORTED || !seen.insert(r.0) {

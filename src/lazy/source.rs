@@ -39,7 +39,7 @@ pub struct LazySource(pub(crate) Arc<Inner>);
 /// EIO, as the container sees it (the reason goes to the log, once).
 fn eio(why: String) -> io::Error {
     tracing::debug!("lazy read failed: {why}");
-    io::Error::from_raw_os_error(libc::EIO)
+    crate::squashfs::AlreadyReported::io_error()
 }
 
 impl LazySource {

@@ -30,7 +30,7 @@ mod testutil;
 
 pub use compress::Compressor;
 pub use format::{flags, Superblock};
-pub use source::ReadAt;
+pub use source::{AlreadyReported, ReadAt};
 
 use cache::Lru;
 use format::{corrupt, SUPERBLOCK_SIZE};

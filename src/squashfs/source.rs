@@ -21,3 +21,28 @@ impl ReadAt for File {
         Ok(self.metadata()?.len())
     }
 }
+
+/// The cause of an I/O error that the byte source has already told the user about (a lazy
+/// download's range that failed after retries): readers answer EIO without a second warning.
+#[derive(Debug)]
+pub struct AlreadyReported;
+
+impl std::fmt::Display for AlreadyReported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("input/output error (reported by the image source)")
+    }
+}
+
+impl std::error::Error for AlreadyReported {}
+
+impl AlreadyReported {
+    /// The error a source returns after reporting a failed read itself.
+    pub fn io_error() -> io::Error {
+        io::Error::other(AlreadyReported)
+    }
+
+    /// Whether `e` is such an error.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<AlreadyReported>())
+    }
+}
