@@ -531,7 +531,7 @@ fn explain(opened: &OpenedImage, e: crate::runtime::Error) -> anyhow::Error {
         let diagnosis = file
             .try_clone()
             .ok()
-            .and_then(|f| match Archive::open(f, *offset) {
+            .and_then(|f| match crate::squashfs::Archive::open(f, *offset) {
                 Err(se) => Some(se.to_string()),
                 Ok(archive) => archive.root().err().map(|se| se.to_string()).or_else(|| {
                     ["/etc/passwd", "/etc/group", "/etc", "/"]
