@@ -17,6 +17,7 @@
 pub mod binds;
 pub mod environ;
 mod helpers;
+pub mod join;
 pub mod host;
 pub mod identity;
 pub mod mounts;
