@@ -525,7 +525,9 @@ fn command_line(
         }
         Action::Test(args) => std::iter::once(TEST.to_string()).chain(args).collect(),
         Action::Start(args) if is_kind(tree, STARTSCRIPT, NodeKind::File) => {
-            std::iter::once(STARTSCRIPT.to_string()).chain(args).collect()
+            std::iter::once(STARTSCRIPT.to_string())
+                .chain(args)
+                .collect()
         }
         Action::Start(args) => command_line(Action::Run(args), opened, tree)?,
         Action::Shell(shell) => match shell {

@@ -38,7 +38,8 @@ pub fn run(init: i32, launch: &Launch, cwd: &str, home: &str) -> Result<i32, Err
     let pid = open("ns/pid")?;
     let root = open("root")?;
     let join = |fd: &OwnedFd, flag: CloneFlags, what: &str| {
-        setns(fd, flag).map_err(|e| Error::Setup(format!("cannot join the instance's {what} namespace: {e}")))
+        setns(fd, flag)
+            .map_err(|e| Error::Setup(format!("cannot join the instance's {what} namespace: {e}")))
     };
     // Joining our own user namespace again is refused (EINVAL): an instance run without one.
     let own_user = std::fs::read_link("/proc/self/ns/user").ok();
@@ -108,6 +109,13 @@ fn exec(launch: &Launch, cwd: &str, home: &str) -> ! {
         libc::execve(c_path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
     }
     let err = std::io::Error::last_os_error();
-    let code = if err.raw_os_error() == Some(libc::ENOENT) { 127 } else { 126 };
-    fail(code, format!("cannot execute {program} in the instance: {err}"))
+    let code = if err.raw_os_error() == Some(libc::ENOENT) {
+        127
+    } else {
+        126
+    };
+    fail(
+        code,
+        format!("cannot execute {program} in the instance: {err}"),
+    )
 }

@@ -17,9 +17,9 @@
 pub mod binds;
 pub mod environ;
 mod helpers;
-pub mod join;
 pub mod host;
 pub mod identity;
+pub mod join;
 pub mod mounts;
 pub mod overlay;
 mod payload;

@@ -75,7 +75,13 @@ pub fn run(global: &Global, cmd: InstanceCommand) -> anyhow::Result<i32> {
             all,
             timeout,
             signal,
-        } => stop(global.quiet, name, all, Duration::from_secs(timeout), &signal),
+        } => stop(
+            global.quiet,
+            name,
+            all,
+            Duration::from_secs(timeout),
+            &signal,
+        ),
         InstanceCommand::Logs { name, follow } => logs(&name, follow),
     }
 }
@@ -200,7 +206,8 @@ fn logs(name: &str, follow: bool) -> anyhow::Result<i32> {
     let out_path = state::path(&dir, name, "out");
     let err_path = state::path(&dir, name, "err");
     let open = |p: &std::path::Path| {
-        std::fs::File::open(p).with_context(|| format!("no log of an instance named {name} ({})", p.display()))
+        std::fs::File::open(p)
+            .with_context(|| format!("no log of an instance named {name} ({})", p.display()))
     };
     let mut out_file = open(&out_path)?;
     let mut err_file = open(&err_path)?;

@@ -20,7 +20,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{fork, ForkResult};
 
 use super::state::{self, State};
@@ -44,16 +43,22 @@ pub fn start(global: &Global, a: StartArgs, runscript: bool) -> anyhow::Result<i
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    // Held by the instance's processes (inherited over fork) for as long as they live.
-    let lock = Flock::lock(lock, FlockArg::LockExclusiveNonblock).map_err(|_| {
-        anyhow::anyhow!(
+    // Held by the instance's processes (inherited over fork) for as long as they live: a plain
+    // flock(2), released when the last descriptor closes (not unlocked by this process's exit).
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
             "an instance named {} is already running (see 'rsing instance list')",
             a.name
-        )
-    })?;
+        );
+    }
     if let Some(old) = state::load(&dir, &a.name) {
         if old.running() {
-            bail!("an instance named {} is already running (pid {})", a.name, old.pid);
+            bail!(
+                "an instance named {} is already running (pid {})",
+                a.name,
+                old.pid
+            );
         }
     }
     let _ = std::fs::remove_file(state::path(&dir, &a.name, "json"));
@@ -75,8 +80,8 @@ pub fn start(global: &Global, a: StartArgs, runscript: bool) -> anyhow::Result<i
     } else {
         Action::Start(a.args.clone())
     };
-    let (pid_read, pid_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .context("cannot create a pipe")?;
+    let (pid_read, pid_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     // SAFETY: no thread has been started in this process (see the module comment).
     match unsafe { fork() }.context("cannot fork")? {
         ForkResult::Child => {
@@ -162,7 +167,10 @@ fn wait_started(pid: i32, name: &str, dir: &Path) -> anyhow::Result<(u64, i32, u
             break init;
         }
         if begun.elapsed() > SETUP_LIMIT {
-            bail!("instance {name} did not start within {}s", SETUP_LIMIT.as_secs());
+            bail!(
+                "instance {name} did not start within {}s",
+                SETUP_LIMIT.as_secs()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -188,7 +196,8 @@ fn find_init(supervisor: i32) -> Option<i32> {
             continue;
         };
         for task in tasks.flatten() {
-            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
             queue.extend(
                 children
                     .split_whitespace()
