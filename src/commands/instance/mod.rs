@@ -224,7 +224,10 @@ fn logs(name: &str, follow: bool) -> anyhow::Result<i32> {
     };
     copy(&mut out_file, false)?;
     copy(&mut err_file, true)?;
-    while follow {
+    if !follow {
+        return Ok(0);
+    }
+    loop {
         let live = state::load(&dir, name).is_some_and(|s| s.running());
         std::thread::sleep(Duration::from_millis(200));
         for (f, to_err) in [(&mut out_file, false), (&mut err_file, true)] {
