@@ -265,3 +265,34 @@ fn stop_all_kills_what_ignores_the_signal() {
         assert!(gone, "init {pid} still runs");
     }
 }
+
+/// Through the shared image server (a private XDG_RUNTIME_DIR) and with --fakeroot: the joined
+/// command is root in the instance's user namespace and sees the same processes.
+#[test]
+fn fakeroot_instance_through_the_image_server_is_joined_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestEnv::new();
+    let Some(img) = httpd_image(&t) else { return };
+    let xdg = t.dir.join("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let port = free_port().to_string();
+    let rsing = || {
+        t.rsing()
+            .env("XDG_RUNTIME_DIR", &xdg)
+            .env("RSING_SHARE_LINGER", "1")
+    };
+    rsing()
+        .args(["instance", "start", "--fakeroot"])
+        .arg(&img)
+        .args(["srv", &port])
+        .assert_exit(0);
+    let out = rsing()
+        .args(["exec", "instance://srv", "sh", "-c", "id -u; ps"])
+        .run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    rsing().args(["instance", "stop", "srv"]).assert_exit(0);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.starts_with("0\n"), "{text}");
+    assert!(text.contains("httpd -f"), "{text}");
+}
