@@ -318,3 +318,13 @@ fn init_logging(verbose: u8, quiet: bool) {
             .try_init(),
     };
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (duplicate short flags, bad defaults) on the whole CLI.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::<super::Command>::command().debug_assert();
+    }
+}
