@@ -296,3 +296,35 @@ fn fakeroot_instance_through_the_image_server_is_joined_as_root() {
     assert!(text.starts_with("0\n"), "{text}");
     assert!(text.contains("httpd -f"), "{text}");
 }
+
+/// `-p/--pid` in the foreground: an own PID namespace, the host environment still passed.
+#[test]
+fn pid_option_gives_an_own_pid_namespace_without_cleanenv() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let out = t
+        .exec_with(["--pid"], &img, ["sh", "-c", "echo $$; echo $MARK"])
+        .env("MARK", "kept")
+        .stdout_str();
+    assert_eq!(out, "2\nkept");
+}
+
+/// `instance logs -f` prints what the instance writes while it runs and ends with it.
+#[test]
+fn logs_follow_until_the_instance_stops() {
+    let t = TestEnv::new();
+    let root = crate::fixtures::busybox_rootfs(&t.dir);
+    let script = "#!/bin/sh\ni=0\nwhile true; do echo tick $i; i=$((i+1)); sleep 0.2; done\n";
+    rootfs::write(&root, ".singularity.d/startscript", script, 0o755);
+    t.rsing()
+        .args(["instance", "start"])
+        .arg(&root)
+        .arg("ticker")
+        .assert_exit(0);
+    let mut follow = t.rsing().args(["instance", "logs", "-f", "ticker"]).spawn();
+    follow.wait_for_line("tick 8");
+    t.rsing()
+        .args(["instance", "stop", "ticker"])
+        .assert_exit(0);
+    follow.assert_exit(0);
+}
