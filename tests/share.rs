@@ -163,21 +163,13 @@ fn a_linger_of_zero_still_shares_one_server_between_overlapping_containers() {
     let img = private_image(&t, &image!(BUSYBOX));
     let (running, fifo) = start_waiting(&t, &img, "0");
     let first = server_pids(&img);
-    assert_eq!(
-        first.len(),
-        1,
-        "the first container should be served by a server"
-    );
+    assert_eq!(first.len(), 1, "the first container should be served by a server");
     let out = t
         .exec(&img, ["echo", "second"])
         .env("RSING_SHARE_LINGER", "0")
         .stdout_str();
     assert_eq!(out, "second");
-    assert_eq!(
-        server_pids(&img),
-        first,
-        "the second container did not join the server"
-    );
+    assert_eq!(server_pids(&img), first, "the second container did not join the server");
     std::fs::write(&fifo, "go\n").expect("releasing the first container");
     running.assert_exit(0);
     wait_until(
