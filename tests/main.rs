@@ -33,6 +33,7 @@ mod hostile; // issue 15: hostile and broken inputs, escaped one-line errors, no
 mod identity; // ids, passwd/group, no_new_privs, --fakeroot
 mod images; // each image format runs the same commands
 mod inspect; // rsing inspect and rsing sif list/dump
+mod instance; // issue 14: instance start/list/stop/logs, exec instance://NAME
 mod modules; // environment modules: rsing's modulefiles, rsing module create, Lmod and Tcl
 mod oras; // rsing push/pull/exec oras:// and lazy starts (oras://, http://) against a local registry
 mod overlay; // --overlay DIR, DIR:ro, FILE.sqfs, the writer lock, --writable on a sandbox

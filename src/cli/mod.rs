@@ -115,6 +115,9 @@ enum Command {
     /// Persistent overlays: create an ext3 overlay image, seal a directory overlay into SquashFS
     #[command(subcommand)]
     Overlay(crate::commands::overlay::OverlayCommand),
+    /// Detached containers: start, run, list, stop, logs (join with instance://NAME)
+    #[command(subcommand)]
+    Instance(crate::commands::instance::InstanceCommand),
     /// Show an image's labels, environment, runscript, definition file or OCI config
     Inspect(crate::commands::inspect::InspectArgs),
     /// Show the help text of an image's runscript (/.singularity.d/runscript.help)
@@ -249,6 +252,7 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> u8 {
         Command::Gpu(args) => crate::commands::gpu::run(&global, &args),
         Command::Module(cmd) => crate::commands::module::run(&global, &cmd),
         Command::Overlay(cmd) => crate::commands::overlay::run(&cmd),
+        Command::Instance(cmd) => crate::commands::instance::run(&global, cmd),
         Command::Inspect(args) => crate::commands::inspect::run(args),
         Command::Sif(cmd) => crate::commands::sif::run(cmd),
         Command::Serve(args) => crate::commands::serve::run(args),
@@ -316,4 +320,14 @@ fn init_logging(verbose: u8, quiet: bool) {
             .with(Targets::new().with_target("rsing", level))
             .try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (duplicate short flags, bad defaults) on the whole CLI.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::<super::Command>::command().debug_assert();
+    }
 }

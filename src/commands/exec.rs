@@ -32,6 +32,9 @@ pub struct RuntimeArgs {
     /// --contain plus --cleanenv plus an own PID namespace
     #[arg(short = 'C', long)]
     pub containall: bool,
+    /// An own PID namespace with an init (as --containall, without --contain/--cleanenv)
+    #[arg(short = 'p', long)]
+    pub pid: bool,
     /// Working directory inside the container
     #[arg(long, visible_alias = "cwd", value_name = "DIR")]
     pub pwd: Option<String>,
@@ -80,6 +83,8 @@ pub enum Action {
     Shell(Option<String>),
     /// `rsing test`: the image's test script with arguments.
     Test(Vec<String>),
+    /// `rsing instance start`: the image's start script, else what `run` runs.
+    Start(Vec<String>),
 }
 
 /// Runs `action` in `image_arg` and returns the exit status for rsing.
@@ -90,6 +95,15 @@ pub fn run(
     action: Action,
 ) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
+    // `instance://NAME`: the instance's image, planned as usual, then joined instead of started.
+    let (image_arg, join) = match image_arg.strip_prefix("instance://") {
+        Some(name) => {
+            let running = super::instance::running(name)?;
+            (running.image.clone(), Some(running.init_pid))
+        }
+        None => (image_arg.to_string(), None),
+    };
+    let image_arg = image_arg.as_str();
     let site = siteconf::load_for(global)?;
     let host = HostFacts::gather().context("cannot read the calling process's state")?;
     let mut args = args.clone();
@@ -139,7 +153,7 @@ pub fn run(
         super::gpu::Injection::default()
     };
     let (overlays, writable) = super::overlay::for_launch(args, &opened, &host)?;
-    let (root, tree) = root_and_tree(&opened, &site, &host, &options)?;
+    let (root, tree) = root_and_tree(&opened, &site, &host, &options, join.is_none())?;
     let tree = tree.tree();
     tracing::debug!(us = started.elapsed().as_micros() as u64, "image opened");
     if matches!(action, Action::Test(_)) && !is_kind(tree, TEST, NodeKind::File) {
@@ -161,6 +175,10 @@ pub fn run(
     let argv = command_line(action, &opened, tree)?;
     super::gpu::run_hooks(&gpu.hooks, &opened.path)?;
     tracing::debug!(us = started.elapsed().as_micros() as u64, "launch planned");
+    if let Some(init) = join {
+        let launch = env.launch(argv);
+        return Ok(runtime::join::run(init, &launch, &plan.cwd, &plan.home)?);
+    }
     let container = Container {
         root,
         fsname: opened.path.to_string_lossy().into_owned(),
@@ -253,6 +271,7 @@ fn root_and_tree(
     site: &SiteConfig,
     host: &HostFacts,
     options: &plan::Options,
+    share: bool,
 ) -> anyhow::Result<(RootSource, Box<dyn TreeRef>)> {
     let (file, offset) = match &opened.root {
         Root::Directory(dir) => {
@@ -263,7 +282,10 @@ fn root_and_tree(
         }
         Root::Squashfs { file, offset } => (file, *offset),
     };
-    if let Some(spec) = share_spec(site, host, opened, options) {
+    if let Some(spec) = share
+        .then(|| share_spec(site, host, opened, options))
+        .flatten()
+    {
         match share::join(&spec) {
             Ok(joined) => {
                 let view = DirTree::new(format!("/proc/self/fd/{}", joined.mount_fd()));
@@ -344,7 +366,7 @@ fn options(
         mount_home: site.mount_home && !args.no_home,
         mount_tmp: site.mount_tmp,
         contain,
-        pid_ns: args.containall,
+        pid_ns: args.containall || args.pid,
         pwd: args.pwd.clone(),
         writable_tmpfs: args.writable_tmpfs,
         fakeroot: args.fakeroot,
@@ -356,6 +378,7 @@ fn options(
 const ENV_DIR: &str = "/.singularity.d/env";
 const RUNSCRIPT: &str = "/.singularity.d/runscript";
 const TEST: &str = "/.singularity.d/test";
+const STARTSCRIPT: &str = "/.singularity.d/startscript";
 
 fn env_layers(
     args: &RuntimeArgs,
@@ -434,7 +457,7 @@ fn env_layers(
     }
     Ok(EnvLayers {
         host: host.env.clone(),
-        cleanenv: args.cleanenv || options.pid_ns,
+        cleanenv: args.cleanenv || args.containall,
         image,
         image_scripts,
         runtime: runtime_vars,
@@ -512,6 +535,12 @@ fn command_line(
             }
         }
         Action::Test(args) => std::iter::once(TEST.to_string()).chain(args).collect(),
+        Action::Start(args) if is_kind(tree, STARTSCRIPT, NodeKind::File) => {
+            std::iter::once(STARTSCRIPT.to_string())
+                .chain(args)
+                .collect()
+        }
+        Action::Start(args) => command_line(Action::Run(args), opened, tree)?,
         Action::Shell(shell) => match shell {
             Some(s) => vec![s],
             None if is_kind(tree, "/bin/bash", NodeKind::File) => {

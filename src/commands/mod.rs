@@ -9,6 +9,7 @@ pub mod exec;
 mod fetch;
 pub mod gpu;
 pub mod inspect;
+pub mod instance;
 pub mod manpages;
 pub mod module;
 pub mod oras;

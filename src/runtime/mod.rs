@@ -19,6 +19,7 @@ pub mod environ;
 mod helpers;
 pub mod host;
 pub mod identity;
+pub mod join;
 pub mod mounts;
 pub mod overlay;
 mod payload;

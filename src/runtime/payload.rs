@@ -305,7 +305,7 @@ fn exec(c: &Container, report: &Reporter) -> ! {
 }
 
 /// execvp's search, against the container's PATH.
-fn find_program(program: &str, path_var: &str) -> Option<std::path::PathBuf> {
+pub(super) fn find_program(program: &str, path_var: &str) -> Option<std::path::PathBuf> {
     if program.contains('/') {
         return Some(program.into());
     }
