@@ -197,3 +197,20 @@ fn host_network_and_time_files_are_provided() {
         );
     }
 }
+
+/// One directory bound twice (RSING_BIND and -B, as a Slurm script and a site profile may
+/// both do) at a path whose parents the image lacks: the later bind lands on the earlier.
+#[test]
+fn the_same_bind_given_twice_is_fine() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let dir = t.cwd.join("twice");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("file"), "both\n").expect("write");
+    let d = dir.to_string_lossy().into_owned();
+    let out = t
+        .exec_with(["--contain", "-B", &d], &img, ["cat", &format!("{d}/file")])
+        .env("RSING_BIND", &d)
+        .stdout_str();
+    assert_eq!(out, "both");
+}

@@ -85,7 +85,18 @@ impl MountView<'_> {
 impl Tree for MountView<'_> {
     fn lstat(&self, path: &[u8]) -> io::Result<Option<NodeKind>> {
         match self.place(path) {
-            Place::Image => self.image.lstat(path),
+            // A directory the image lacks but an earlier mount point lies below: it will be
+            // a stub directory by then.
+            Place::Image => match self.image.lstat(path)? {
+                None if self
+                    .ops
+                    .iter()
+                    .any(|op| below(op.dst(), path).is_some_and(|rest| !rest.is_empty())) =>
+                {
+                    Ok(Some(NodeKind::Dir))
+                }
+                other => Ok(other),
+            },
             Place::Host(host) => match std::fs::symlink_metadata(&host) {
                 Ok(m) if m.file_type().is_symlink() => Ok(Some(NodeKind::Symlink)),
                 Ok(m) if m.is_dir() => Ok(Some(NodeKind::Dir)),
