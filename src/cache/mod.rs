@@ -166,27 +166,67 @@ impl Cache {
     pub fn clean(&self, older_than: Option<Duration>) -> io::Result<Vec<Entry>> {
         let _exclusive = self.use_lock(nix::fcntl::FlockArg::LockExclusive)?;
         let now = SystemTime::now();
-        let mut removed = Vec::new();
-        for entry in self.list()? {
-            let age = now.duration_since(entry.used).unwrap_or_default();
-            if older_than.is_none_or(|limit| age >= limit) {
-                if entry.path.is_dir() {
-                    std::fs::remove_dir_all(&entry.path)?;
-                } else {
-                    std::fs::remove_file(&entry.path)?;
+        let chosen: Vec<Entry> = self
+            .list()?
+            .into_iter()
+            .filter(|e| {
+                let age = now.duration_since(e.used).unwrap_or_default();
+                older_than.is_none_or(|limit| age >= limit)
+            })
+            .collect();
+        let leftovers: &[&str] = if older_than.is_none() {
+            &["blob", "image"]
+        } else {
+            &[]
+        };
+        self.remove_locked(&chosen, leftovers)?;
+        Ok(chosen)
+    }
+
+    /// Removes `entries` (from [`Cache::list`]) and, for each kind in `leftovers_of`, whatever
+    /// else lies in that kind's directories (interrupted downloads, lock files). Waits for
+    /// running pulls and builds first, as [`Cache::clean`] does: a pull's `.partial` file is
+    /// never removed under it. Returns the bytes freed.
+    pub fn remove(&self, entries: &[Entry], leftovers_of: &[&str]) -> io::Result<u64> {
+        let _exclusive = self.use_lock(nix::fcntl::FlockArg::LockExclusive)?;
+        self.remove_locked(entries, leftovers_of)
+    }
+
+    fn remove_locked(&self, entries: &[Entry], leftovers_of: &[&str]) -> io::Result<u64> {
+        let mut freed = 0;
+        for entry in entries {
+            let gone = if entry.path.is_dir() {
+                std::fs::remove_dir_all(&entry.path)
+            } else {
+                std::fs::remove_file(&entry.path)
+            };
+            match gone {
+                Ok(()) => freed += entry.size,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("removing {}: {e}", entry.path.display()),
+                    ))
                 }
-                removed.push(entry);
             }
         }
-        if older_than.is_none() {
-            // Downloads in progress go too (a running container keeps its open file).
-            for dir in ["blobs/sha256", "images", "http", "lazy"].map(|d| self.root.join(d)) {
+        for kind in leftovers_of {
+            let dirs: &[&str] = match *kind {
+                "blob" => &["blobs/sha256"],
+                "image" => &["images", "http", "lazy"],
+                _ => &[],
+            };
+            // A running container keeps its open file.
+            for dir in dirs.iter().map(|d| self.root.join(d)) {
                 for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                    let _ = std::fs::remove_file(e.path());
+                    if !e.path().is_dir() {
+                        let _ = std::fs::remove_file(e.path());
+                    }
                 }
             }
         }
-        Ok(removed)
+        Ok(freed)
     }
 }
 

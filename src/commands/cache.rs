@@ -113,27 +113,15 @@ pub fn run(cmd: &CacheCommand) -> anyhow::Result<i32> {
                     );
                 }
             }
-            let mut freed = 0;
-            for e in &chosen {
-                match std::fs::remove_file(&e.path) {
-                    Ok(()) => freed += e.size,
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => {
-                        return Err(err).with_context(|| format!("removing {}", e.path.display()))
-                    }
-                }
-            }
-            if older.is_none() {
-                // Everything of the chosen kinds: leftovers (lock files) go too, as before.
-                for (dir, k) in [("blobs/sha256", "blob"), ("images", "image")] {
-                    if kind == "all" || kind == k {
-                        let dir = cache.root().join(dir);
-                        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                            let _ = std::fs::remove_file(e.path());
-                        }
-                    }
-                }
-            }
+            // Under the cache's exclusive lock: running pulls and builds finish first.
+            let leftovers: Vec<&str> = match (older.is_none(), kind.as_str()) {
+                (false, _) => vec![],
+                (true, "all") => vec!["blob", "image"],
+                (true, k) => vec![k],
+            };
+            let freed = cache
+                .remove(&chosen, &leftovers)
+                .with_context(|| format!("cache {}", cache.root().display()))?;
             println!(
                 "removed {} entries, {} freed",
                 chosen.len(),
