@@ -201,7 +201,9 @@ fn cache_clean_during_a_pull_does_not_break_it() {
             .spawn();
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(1500) {
-            rsing(&t, &cache).args(["cache", "clean", "--force"]).assert_exit(0);
+            rsing(&t, &cache)
+                .args(["cache", "clean", "--force"])
+                .assert_exit(0);
             std::thread::sleep(Duration::from_millis(30));
         }
         pull.assert_exit(0);

@@ -12,6 +12,7 @@ use crate::image::{self, OpenedImage, Root};
 use crate::runtime::environ::{self, EnvLayers};
 use crate::runtime::host::HostFacts;
 use crate::runtime::{self, binds, plan, share, Container, RootSource};
+use crate::squashfs::Archive;
 use crate::tree::{self, DirTree, NodeKind, Tree};
 
 /// Flags shared by `exec`, `run` and `shell` (Apptainer's action flags).
@@ -560,7 +561,7 @@ fn explain(opened: &OpenedImage, e: crate::runtime::Error) -> anyhow::Error {
         let diagnosis = file
             .try_clone()
             .ok()
-            .and_then(|f| match crate::squashfs::Archive::open(f, *offset) {
+            .and_then(|f| match Archive::open(f, *offset) {
                 Err(se) => Some(se.to_string()),
                 Ok(archive) => archive.root().err().map(|se| se.to_string()).or_else(|| {
                     ["/etc/passwd", "/etc/group", "/etc", "/"]

@@ -43,6 +43,7 @@ impl AlreadyReported {
 
     /// Whether `e` is such an error.
     pub fn is(e: &io::Error) -> bool {
-        e.get_ref().is_some_and(|inner| inner.is::<AlreadyReported>())
+        e.get_ref()
+            .is_some_and(|inner| inner.is::<AlreadyReported>())
     }
 }
