@@ -8,9 +8,7 @@
 //! `nsenter` does, every namespace file and the root are opened before the first `setns`,
 //! while this process can still read the init's /proc entries.
 
-use std::ffi::CString;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 
 use nix::sched::{setns, CloneFlags};
 use nix::unistd::{fork, ForkResult};
@@ -87,28 +85,7 @@ fn exec(launch: &Launch, cwd: &str, home: &str) -> ! {
     let Some(path) = super::payload::find_program(program, path_var) else {
         fail(127, format!("command not found in the instance: {program}"))
     };
-    let to_c = |s: &str| CString::new(s).unwrap_or_default();
-    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
-    let c_argv: Vec<CString> = launch.argv.iter().map(|a| to_c(a)).collect();
-    let c_env: Vec<CString> = launch
-        .env
-        .iter()
-        .map(|(k, v)| to_c(&format!("{k}={v}")))
-        .collect();
-    let mut argv_ptrs: Vec<*const libc::c_char> = c_argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut env_ptrs: Vec<*const libc::c_char> = c_env.iter().map(|a| a.as_ptr()).collect();
-    env_ptrs.push(std::ptr::null());
-    // SAFETY: prctl with integer arguments; a setuid binary in the image gains nothing.
-    unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    }
-    process::reset_signals();
-    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
-    unsafe {
-        libc::execve(c_path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
-    }
-    let err = std::io::Error::last_os_error();
+    let err = super::payload::exec_launch(&path, launch);
     let code = if err.raw_os_error() == Some(libc::ENOENT) {
         127
     } else {

@@ -269,30 +269,7 @@ fn exec(c: &Container, report: &Reporter) -> ! {
             &format!("command not found in the image: {program}"),
         )
     };
-    let to_c = |s: &str| CString::new(s).unwrap_or_default();
-    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
-    let c_argv: Vec<CString> = argv.iter().map(|a| to_c(a)).collect();
-    let c_env: Vec<CString> = c
-        .launch
-        .env
-        .iter()
-        .map(|(k, v)| to_c(&format!("{k}={v}")))
-        .collect();
-    let mut argv_ptrs: Vec<*const libc::c_char> = c_argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut env_ptrs: Vec<*const libc::c_char> = c_env.iter().map(|a| a.as_ptr()).collect();
-    env_ptrs.push(std::ptr::null());
-
-    // SAFETY: prctl with integer arguments; a setuid binary in the image gains nothing.
-    unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    }
-    process::reset_signals();
-    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
-    unsafe {
-        libc::execve(c_path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
-    }
-    let err = std::io::Error::last_os_error();
+    let err = exec_launch(&path, &c.launch);
     let code = if err.raw_os_error() == Some(libc::ENOENT) {
         NOT_FOUND
     } else {
@@ -318,4 +295,32 @@ pub(super) fn find_program(program: &str, path_var: &str) -> Option<std::path::P
             // SAFETY: access(2) on a valid C string.
             p.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
         })
+}
+
+/// The last step of every start, here and when joining an instance: no new privileges (a
+/// setuid binary in the image gains nothing), default signal state, then execve of `path`
+/// with the launch's argv and environment. Returns only if execve failed, with its error.
+pub(super) fn exec_launch(path: &Path, launch: &super::environ::Launch) -> std::io::Error {
+    let to_c = |s: &str| CString::new(s).unwrap_or_default();
+    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
+    let c_argv: Vec<CString> = launch.argv.iter().map(|a| to_c(a)).collect();
+    let c_env: Vec<CString> = launch
+        .env
+        .iter()
+        .map(|(k, v)| to_c(&format!("{k}={v}")))
+        .collect();
+    let mut argv_ptrs: Vec<*const libc::c_char> = c_argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut env_ptrs: Vec<*const libc::c_char> = c_env.iter().map(|a| a.as_ptr()).collect();
+    env_ptrs.push(std::ptr::null());
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    process::reset_signals();
+    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
+    unsafe {
+        libc::execve(c_path.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr());
+    }
+    std::io::Error::last_os_error()
 }
