@@ -26,7 +26,7 @@ mod xattr;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use compress::Compressor;
 pub use format::{flags, Superblock};
