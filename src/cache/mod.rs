@@ -254,11 +254,7 @@ fn collect_build_steps(dir: &Path, out: &mut Vec<Entry>) -> io::Result<()> {
         let Ok(meta) = std::fs::metadata(e.path().join("owners.json")) else {
             continue;
         };
-        let used = meta
-            .accessed()
-            .ok()
-            .max(meta.modified().ok())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let used = last_used(&meta);
         out.push(Entry {
             kind: "build",
             size: size(&e.path()),
@@ -268,6 +264,15 @@ fn collect_build_steps(dir: &Path, out: &mut Vec<Entry>) -> io::Result<()> {
         });
     }
     Ok(())
+}
+
+/// When an entry was last used: its access time, or its modification time if later (a
+/// `noatime` mount never updates the first).
+fn last_used(meta: &std::fs::Metadata) -> SystemTime {
+    meta.accessed()
+        .ok()
+        .max(meta.modified().ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 fn collect(
@@ -292,11 +297,7 @@ fn collect(
         if !wanted || !meta.is_file() {
             continue;
         }
-        let used = meta
-            .accessed()
-            .ok()
-            .max(meta.modified().ok())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let used = last_used(&meta);
         out.push(Entry {
             kind,
             name,

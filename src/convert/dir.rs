@@ -69,23 +69,26 @@ fn walk<W: Write + Seek>(
             let mut file = File::open(&host).map_err(|e| io_at(&host, e))?;
             writer.add_file(&path, meta, &mut file)?;
         } else {
-            let (kind, rdev) = if kind.is_block_device() {
-                (FileKind::BlockDevice, device(st.rdev()))
-            } else if kind.is_char_device() {
-                (FileKind::CharDevice, device(st.rdev()))
-            } else if kind.is_fifo() {
-                (FileKind::Fifo, 0)
-            } else {
-                (FileKind::Socket, 0)
-            };
+            let (kind, rdev) = special(kind, st.rdev());
             writer.add_device(&path, meta, kind, rdev)?;
         }
     }
     Ok(())
 }
 
-fn device(rdev: u64) -> u32 {
-    encode_rdev(libc::major(rdev), libc::minor(rdev))
+/// The SquashFS kind and stored device number of an entry that is not a directory, a regular
+/// file or a symlink (shared with `seal`).
+pub(super) fn special(kind: std::fs::FileType, rdev: u64) -> (FileKind, u32) {
+    let device = || encode_rdev(libc::major(rdev), libc::minor(rdev));
+    if kind.is_block_device() {
+        (FileKind::BlockDevice, device())
+    } else if kind.is_char_device() {
+        (FileKind::CharDevice, device())
+    } else if kind.is_fifo() {
+        (FileKind::Fifo, 0)
+    } else {
+        (FileKind::Socket, 0)
+    }
 }
 
 fn metadata_of(st: &std::fs::Metadata, (uid, gid): (u32, u32)) -> Metadata {
@@ -98,7 +101,7 @@ fn metadata_of(st: &std::fs::Metadata, (uid, gid): (u32, u32)) -> Metadata {
     }
 }
 
-fn io_at(path: &Path, e: io::Error) -> Error {
+pub(super) fn io_at(path: &Path, e: io::Error) -> Error {
     Error::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 

@@ -14,11 +14,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::dir::io_at;
 use super::{Error, Result};
-use crate::squashfs::write::{encode_rdev, Metadata, SquashfsWriter};
+use crate::squashfs::write::{Metadata, SquashfsWriter};
 use crate::squashfs::FileKind;
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -98,23 +99,11 @@ fn walk<W: Write + Seek>(
             let mut file = File::open(&host).map_err(|e| io_at(&host, e))?;
             writer.add_file(&path, meta, &mut file)?;
         } else {
-            let (kind, rdev) = if kind.is_block_device() {
-                (FileKind::BlockDevice, device(st.rdev()))
-            } else if kind.is_char_device() {
-                (FileKind::CharDevice, device(st.rdev()))
-            } else if kind.is_fifo() {
-                (FileKind::Fifo, 0)
-            } else {
-                (FileKind::Socket, 0)
-            };
+            let (kind, rdev) = super::dir::special(kind, st.rdev());
             writer.add_device(&path, metadata(&host, &st, false)?, kind, rdev)?;
         }
     }
     Ok(())
-}
-
-fn device(rdev: u64) -> u32 {
-    encode_rdev(libc::major(rdev), libc::minor(rdev))
 }
 
 fn mtime(st: &std::fs::Metadata) -> u32 {
@@ -187,8 +176,4 @@ fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         }
     }
     Ok(out)
-}
-
-fn io_at(path: &Path, e: io::Error) -> Error {
-    Error::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
