@@ -9,9 +9,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "commands",
         &[
-            "image", "runtime", "tree", "squashfs", "sif", "oci", "registry", "convert", "cache",
-            "gpu", "lazy", "build",
+            "launch", "image", "runtime", "tree", "squashfs", "sif", "oci", "registry", "convert",
+            "cache", "gpu", "lazy", "build",
         ],
+    ),
+    // The launch assembler, between the commands and the runtime. (It reads the site
+    // configuration through `commands::siteconf` until that becomes a leaf module.)
+    (
+        "launch",
+        &["commands", "runtime", "image", "tree", "squashfs", "gpu", "lazy"],
     ),
     ("lazy", &["registry", "oci", "squashfs", "sif"]),
     ("build", &["convert"]),
