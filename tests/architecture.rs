@@ -17,7 +17,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // configuration through `commands::siteconf` until that becomes a leaf module.)
     (
         "launch",
-        &["commands", "runtime", "image", "tree", "squashfs", "gpu", "lazy"],
+        &[
+            "commands", "runtime", "image", "tree", "squashfs", "gpu", "lazy",
+        ],
     ),
     ("lazy", &["registry", "oci", "squashfs", "sif"]),
     ("build", &["convert"]),

@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 use super::siteconf;
 use super::Global;
 use crate::image::{self, OpenedImage};
-pub use crate::launch::{Action, UserOptions as RuntimeArgs};
 use crate::launch::{self, Assembled, Request};
+pub use crate::launch::{Action, UserOptions as RuntimeArgs};
 use crate::runtime::{self, host::HostFacts};
 
 /// Runs `action` in `image_arg` and returns the exit status for rsing.

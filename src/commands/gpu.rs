@@ -6,8 +6,8 @@ use anyhow::Context;
 use super::siteconf;
 use super::Global;
 use crate::gpu;
-pub use crate::launch::gpu::{cdi_dirs, config, Injection, LIBS_DIR};
 use crate::launch::gpu::{add_driver, injection};
+pub use crate::launch::gpu::{cdi_dirs, config, Injection, LIBS_DIR};
 use crate::runtime::host::HostFacts;
 
 mod report;
@@ -38,7 +38,14 @@ pub fn run(global: &Global, args: &GpuArgs) -> anyhow::Result<i32> {
     let cdi = if args.device.is_empty() {
         None
     } else {
-        Some(injection(global.quiet, &site, &host, false, &args.device, true)?)
+        Some(injection(
+            global.quiet,
+            &site,
+            &host,
+            false,
+            &args.device,
+            true,
+        )?)
     };
     let report = report::Report {
         config: &config,

@@ -101,4 +101,3 @@ pub(super) fn layers(
         shell: is_kind(tree, "/bin/sh", NodeKind::File),
     })
 }
-

@@ -286,4 +286,3 @@ pub fn run_hooks(hooks: &[cdi::Hook], image: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

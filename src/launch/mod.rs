@@ -96,8 +96,7 @@ pub fn assemble(
     }
     let tree = tree.tree();
     tracing::debug!(us = started.elapsed().as_micros() as u64, "image opened");
-    if matches!(action, Action::Test(_)) && !command::is_kind(tree, command::TEST, NodeKind::File)
-    {
+    if matches!(action, Action::Test(_)) && !command::is_kind(tree, command::TEST, NodeKind::File) {
         return Ok(Assembled::NoTestScript);
     }
     let plan = plan::build(&mounts, host, tree, &overlays).map_err(|e| root::explain(opened, e))?;

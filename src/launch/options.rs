@@ -131,4 +131,3 @@ pub fn plan_options(
         tmpfs_size_mib: site.sessiondir_max_mib,
     })
 }
-

@@ -41,4 +41,3 @@ pub(super) fn for_launch(
     let overlays = overlay::open(&requests)?;
     Ok(overlays)
 }
-

@@ -46,4 +46,3 @@ pub(super) fn share_spec(
     )?;
     Some(spec.scoped(&scope))
 }
-

@@ -36,7 +36,11 @@ pub(super) fn apply(op: &BaseOp, c: &Container, served: &Served) -> Result<(), E
                     .and_then(|_| std::fs::write(&p, b""))
             };
             made.map_err(|e| {
-                Error::sys_on("cannot create mount point", p.display().to_string(), errno_of(&e))
+                Error::sys_on(
+                    "cannot create mount point",
+                    p.display().to_string(),
+                    errno_of(&e),
+                )
             })
         }
         BaseOp::MountLayer { index } => {

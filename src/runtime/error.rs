@@ -87,6 +87,10 @@ mod tests {
             "cannot write /proc/self/uid_map: EPERM: Operation not permitted"
         );
         let e = Error::sys("cannot create a user namespace", Errno::ENOSPC).hint("raise it");
-        assert!(e.to_string().ends_with("No space left on device (raise it)"), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("No space left on device (raise it)"),
+            "{e}"
+        );
     }
 }

@@ -36,8 +36,9 @@ pub fn run(init: i32, launch: &Launch, cwd: &str, home: &str) -> Result<i32, Err
     let pid = open("ns/pid")?;
     let root = open("root")?;
     let join = |fd: &OwnedFd, flag: CloneFlags, what: &str| {
-        setns(fd, flag)
-            .map_err(|e| Error::sys_on("cannot join the instance's", format!("{what} namespace"), e))
+        setns(fd, flag).map_err(|e| {
+            Error::sys_on("cannot join the instance's", format!("{what} namespace"), e)
+        })
     };
     // Joining our own user namespace again is refused (EINVAL): an instance run without one.
     let own_user = std::fs::read_link("/proc/self/ns/user").ok();

@@ -14,10 +14,10 @@
 //! ```
 //! The runtime knows nothing about registries or SIF: `commands` hands it a [`Container`].
 
+mod base;
 pub mod binds;
 pub mod environ;
 pub mod error;
-mod base;
 mod helpers;
 pub mod host;
 pub mod identity;

@@ -140,9 +140,12 @@ fn apply(op: &RootOp) -> Result<(), String> {
                 None => e,
             })
         }
-        RootOp::BindImage { readonly } => {
-            mounts::bind(Path::new("/image"), Path::new(NEWROOT), *readonly, "the image")
-        }
+        RootOp::BindImage { readonly } => mounts::bind(
+            Path::new("/image"),
+            Path::new(NEWROOT),
+            *readonly,
+            "the image",
+        ),
         RootOp::SandboxStub(stub) => sandbox_stub(stub),
         RootOp::Mount(m) => mounts::apply(m),
         RootOp::EnterContainer => {

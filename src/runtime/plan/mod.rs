@@ -39,7 +39,6 @@ pub enum ImageKind {
     Directory(PathBuf),
 }
 
-
 /// How the container should look, as chosen by the user and the site.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -105,7 +104,11 @@ impl fmt::Display for Plan {
             self.uid_inside,
             self.gid_inside,
             self.home,
-            if self.pid_ns { ", own PID namespace" } else { "" }
+            if self.pid_ns {
+                ", own PID namespace"
+            } else {
+                ""
+            }
         )?;
         for op in &self.base {
             writeln!(f, "  base: {op}")?;

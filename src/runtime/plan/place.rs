@@ -55,7 +55,10 @@ fn is_below(path: &[u8], dir: &[u8]) -> bool {
 /// Resolves every destination inside the container root (through the image's symlinks and
 /// those of host directories bound earlier, see [`MountView`]) and lists the mount points the
 /// image lacks. A destination below an earlier mount lives on that mount, not in the image.
-pub(super) fn place(wanted: Vec<MountOp>, tree: &dyn Tree) -> Result<(Vec<MountOp>, Vec<Stub>), Error> {
+pub(super) fn place(
+    wanted: Vec<MountOp>,
+    tree: &dyn Tree,
+) -> Result<(Vec<MountOp>, Vec<Stub>), Error> {
     let mut ops: Vec<MountOp> = Vec::with_capacity(wanted.len());
     let mut stubs: Vec<Stub> = Vec::new();
     for mut op in wanted {

@@ -105,10 +105,7 @@ fn the_plan_is_the_whole_program_in_order() {
     assert_eq!(plan.base.last(), Some(&BaseOp::AttachImage));
     // The root: first pivot, image, mounts, second pivot, cwd.
     assert!(matches!(plan.root.first(), Some(RootOp::EnterBase)));
-    assert!(matches!(
-        plan.root[1],
-        RootOp::BindImage { readonly: true }
-    ));
+    assert!(matches!(plan.root[1], RootOp::BindImage { readonly: true }));
     let n = plan.root.len();
     assert!(matches!(plan.root[n - 2], RootOp::EnterContainer));
     assert!(matches!(
@@ -196,13 +193,19 @@ fn a_writable_sandbox_is_bound_read_write_and_gets_its_mount_points() {
     assert!(!plan.base.contains(&BaseOp::AttachImage));
     assert!(!plan.base.iter().any(|op| matches!(op, BaseOp::Stub(_))));
     assert!(matches!(&plan.root[1], RootOp::BindImageDir(d) if d == &dir));
-    assert!(matches!(plan.root[2], RootOp::BindImage { readonly: false }));
+    assert!(matches!(
+        plan.root[2],
+        RootOp::BindImage { readonly: false }
+    ));
     assert!(plan
         .root
         .iter()
         .any(|op| matches!(op, RootOp::SandboxStub(s) if s.path == b"/proc")));
     // --pwd: failing to enter it is an error.
-    assert!(matches!(plan.root.last(), Some(RootOp::Chdir { required: true, .. })));
+    assert!(matches!(
+        plan.root.last(),
+        Some(RootOp::Chdir { required: true, .. })
+    ));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

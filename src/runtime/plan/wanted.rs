@@ -138,7 +138,8 @@ pub(super) fn wanted(
         None => host.cwd.to_string_lossy().into_owned(),
     };
     if options.pwd.is_none() && !options.contain && !place::covered(&wanted, cwd.as_bytes()) {
-        let found = tree::resolve(tree, cwd.as_bytes()).map_err(|e| place::image_lookup(&cwd, e))?;
+        let found =
+            tree::resolve(tree, cwd.as_bytes()).map_err(|e| place::image_lookup(&cwd, e))?;
         if found.kind.is_none() {
             wanted.push(bind_host(&cwd, &cwd, false));
         }
@@ -245,4 +246,3 @@ fn resolve_sources(ops: &mut [MountOp]) -> Result<(), Error> {
     }
     Ok(())
 }
-
