@@ -26,6 +26,7 @@ mod payload;
 pub mod plan;
 mod process;
 pub mod share;
+mod sys;
 mod userns;
 mod view;
 
@@ -142,7 +143,8 @@ pub fn run(container: Container) -> Result<i32, Error> {
         .map_err(|e| Error::Setup(format!("cannot mount overlay {given} with FUSE: {e}")))?;
     }
     if let Some(j) = &joined {
-        share::attach(&j.mount, Path::new(&format!("{BASE}/image"))).map_err(Error::Setup)?;
+        share::attach(&j.mount, Path::new(&format!("{BASE}/image")))
+            .map_err(|e| Error::Setup(e.to_string()))?;
     } else if let (Some(fd), RootSource::Squashfs { .. }) = (&dev_fuse, &container.root) {
         crate::fuse::mount(
             fd,
