@@ -15,7 +15,8 @@ use std::path::Path;
 
 /// A path for a system call; a path with a NUL byte inside cannot name a file (`EINVAL`).
 fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Takes ownership of the descriptor a system call returned, or its error.

@@ -146,16 +146,27 @@ mod tests {
 
     fn spec() -> ShareSpec {
         let image = std::env::current_exe().unwrap();
-        super::super::spec(&image, 4096, 1000, 100, "/img, with a comma", 7, Path::new("/r"))
-            .unwrap()
-            .scoped("slurm:12.0")
+        super::super::spec(
+            &image,
+            4096,
+            1000,
+            100,
+            "/img, with a comma",
+            7,
+            Path::new("/r"),
+        )
+        .unwrap()
+        .scoped("slurm:12.0")
     }
 
     #[test]
     fn arguments_round_trip() {
         let s = spec();
         let arg = encode_spec(&s);
-        assert!(arg.starts_with(&format!("{{\"protocol\":{VERSION},\"image\":\"")), "{arg}");
+        assert!(
+            arg.starts_with(&format!("{{\"protocol\":{VERSION},\"image\":\"")),
+            "{arg}"
+        );
         assert_eq!(decode_spec(&arg).unwrap(), s);
     }
 
