@@ -83,12 +83,11 @@ fn connect(spec: &ShareSpec) -> Result<Joined, Error> {
         .set_read_timeout(Some(ANSWER_TIMEOUT))
         .map_err(Error::call("connect"))?;
     let creds = socket::getsockopt(&stream, socket::sockopt::PeerCredentials)
-        .map_err(|e| Error::call("peer credentials")(e.into()))?;
+        .map_err(|e| Error::failed("peer credentials", e))?;
     if creds.uid() != nix::unistd::getuid().as_raw() {
         return Err(Error::ServerOfAnotherUser);
     }
-    let (tag, mut fds) =
-        protocol::receive(&stream).map_err(|e| Error::call("receive")(e.into()))?;
+    let (tag, mut fds) = protocol::receive(&stream).map_err(|e| Error::failed("receive", e))?;
     if &tag != OK || fds.len() != 2 {
         return Err(Error::Refused);
     }

@@ -60,6 +60,14 @@ impl Error {
         move |source| Error::Call { op, source }
     }
 
+    /// A failed `nix` call that names no file.
+    pub(super) fn failed(op: &'static str, errno: nix::errno::Errno) -> Error {
+        Error::Call {
+            op,
+            source: errno.into(),
+        }
+    }
+
     /// The OS error number behind the failure, where there is one.
     pub fn errno(&self) -> Option<i32> {
         match self {

@@ -183,7 +183,7 @@ fn mount_for_clients(spec: &ShareSpec) -> Result<(OwnedFd, OwnedFd), Error> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| Error::call("make the mount tree private")(e.into()))?;
+    .map_err(|e| Error::failed("make the mount tree private", e))?;
     mount(
         Some("tmpfs"),
         BASE,
@@ -381,7 +381,7 @@ fn accept_pending(
 /// Sends a client of our own user the server's user namespace and a fresh clone of the mount.
 fn hand_over(stream: &UnixStream, userns: &OwnedFd, uid_inside: u32) -> Result<(), Error> {
     let creds = socket::getsockopt(stream, socket::sockopt::PeerCredentials)
-        .map_err(|e| Error::call("peer credentials")(e.into()))?;
+        .map_err(|e| Error::failed("peer credentials", e))?;
     if creds.uid() != uid_inside {
         return Err(Error::ClientOfAnotherUser);
     }
@@ -393,5 +393,5 @@ fn hand_over(stream: &UnixStream, userns: &OwnedFd, uid_inside: u32) -> Result<(
         &[userns.as_raw_fd(), mount.as_raw_fd()],
         MsgFlags::empty(),
     )
-    .map_err(|e| Error::call("send")(e.into()))
+    .map_err(|e| Error::failed("send", e))
 }
