@@ -6,7 +6,7 @@
 use crate::fixtures::{Fixture, BUSYBOX};
 use crate::util::oci::{self, Layout};
 use crate::util::registry::{TestRegistry, REGISTRY_TOOLS};
-use crate::util::{have_tools, processes_matching, sha256_file, RsingCmd, TestEnv};
+use crate::util::{have_tools, sha256_file, RsingCmd, TestEnv};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -281,8 +281,8 @@ fn private_image(t: &TestEnv) -> Option<PathBuf> {
     Some(copy)
 }
 
-fn servers_of(image: &Path) -> Vec<(u32, String)> {
-    processes_matching(&format!("__serve {}", image.display()))
+fn servers_of(image: &Path) -> Vec<(u32, PathBuf)> {
+    crate::util::image_servers(image)
 }
 
 #[test]
@@ -410,12 +410,7 @@ fn another_user_cannot_reach_the_image_server() {
     assert_eq!(out, "up");
     let servers = servers_of(&img);
     assert_eq!(servers.len(), 1);
-    let socket = servers[0]
-        .1
-        .split(' ')
-        .find(|a| a.ends_with(".sock"))
-        .map(PathBuf::from)
-        .expect("the server's socket argument");
+    let socket = servers[0].1.clone();
     let answer = probe_as_other_user(&probe, &socket);
     assert!(
         answer.starts_with("refused"),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::fixtures::BUSYBOX;
-use crate::util::{processes_matching, Running, TestEnv};
+use crate::util::{image_servers, Running, TestEnv};
 
 /// A private copy of the busybox image, so that no other test's server serves it.
 fn private_image(t: &TestEnv, fixture: &Path) -> PathBuf {
@@ -16,11 +16,11 @@ fn private_image(t: &TestEnv, fixture: &Path) -> PathBuf {
 }
 
 fn servers_of(image: &Path) -> usize {
-    processes_matching(&format!("__serve {}", image.display())).len()
+    image_servers(image).len()
 }
 
 fn server_pids(image: &Path) -> Vec<u32> {
-    processes_matching(&format!("__serve {}", image.display()))
+    image_servers(image)
         .into_iter()
         .map(|(pid, _)| pid)
         .collect()
@@ -93,19 +93,14 @@ fn concurrent_containers_share_the_server_and_it_leaves_after_linger() {
         .env("RSING_SHARE_LINGER", "1")
         .stdout_str();
     assert_eq!(out, "second");
-    let servers = processes_matching(&format!("__serve {}", img.display()));
+    let servers = image_servers(&img);
     assert_eq!(
         servers.len(),
         1,
         "two containers of one image should share one server"
     );
-    // The server's command line names its socket (the argument ending in .sock).
-    let socket = servers[0]
-        .1
-        .split(' ')
-        .find(|arg| arg.ends_with(".sock"))
-        .map(PathBuf::from)
-        .expect("the server's socket argument");
+    // The server's command line names its socket.
+    let socket = servers[0].1.clone();
     assert!(socket.exists(), "no socket at {}", socket.display());
     std::fs::write(&fifo, "go\n").expect("releasing the first container");
     running.assert_exit(0);

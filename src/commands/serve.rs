@@ -1,34 +1,21 @@
 //! `rsing __serve`: the shared image server, started by `exec`/`run`/`shell` (hidden).
 
-use std::path::PathBuf;
+use crate::runtime::share::{self, ServeHooks};
 
-use crate::runtime::share::{self, ServeArgs, ServeHooks};
-
-/// Arguments, in the order `runtime::share` passes them.
+/// One argument: the server's arguments as the starting rsing encoded them
+/// (`runtime::share` declares, encodes and checks them; a version mismatch is refused there).
 #[derive(Debug, clap::Args)]
 pub struct ServeCli {
-    image: PathBuf,
-    offset: u64,
-    uid_inside: u32,
-    gid_inside: u32,
-    linger: u64,
-    socket: PathBuf,
-    fsname: String,
+    spec: String,
 }
 
 pub fn run(cli: ServeCli) -> ! {
-    share::serve(ServeArgs {
-        image: cli.image,
-        offset: cli.offset,
-        uid_inside: cli.uid_inside,
-        gid_inside: cli.gid_inside,
-        linger: cli.linger,
-        socket: cli.socket,
-        fsname: cli.fsname,
+    share::serve(
+        &cli.spec,
         // An image still downloading (`oras://`, `https://`) finishes before the server leaves.
-        hooks: ServeHooks {
+        ServeHooks {
             open: crate::lazy::archive_path,
             leaving: crate::lazy::finish_background,
         },
-    })
+    )
 }

@@ -18,6 +18,17 @@ use crate::squashfs::Archive;
 
 pub use fs::SquashFs;
 
+/// A new connection to the kernel's FUSE device, close-on-exec, for [`mount`] and [`serve`].
+/// Open it inside the user namespace that will mount: the kernel refuses a mount whose
+/// `/dev/fuse` file was opened under another user namespace.
+pub fn open_device() -> std::io::Result<OwnedFd> {
+    Ok(nix::fcntl::open(
+        "/dev/fuse",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?)
+}
+
 /// Mounts the FUSE filesystem of `fd` on `target`, read-only. `uid`/`gid` are the ids of the
 /// only user allowed in (the caller, as seen inside the user namespace).
 pub fn mount(fd: &OwnedFd, target: &Path, fsname: &str, uid: u32, gid: u32) -> nix::Result<()> {

@@ -61,7 +61,8 @@ pub(super) fn apply(op: &BaseOp, c: &Container, served: &Served) -> Result<(), E
             .map_err(|e| Error::Setup(format!("cannot mount overlay {given} with FUSE: {e}")))
         }
         BaseOp::AttachImage => match (served.joined, served.image) {
-            (Some(j), _) => share::attach(&j.mount, Path::new(&at("image"))).map_err(Error::Setup),
+            (Some(j), _) => share::attach(&j.mount, Path::new(&at("image")))
+                .map_err(|e| Error::Setup(e.to_string())),
             (None, Some(fd)) => crate::fuse::mount(
                 fd,
                 Path::new(&at("image")),

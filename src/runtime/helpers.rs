@@ -142,7 +142,7 @@ pub fn start(
             if libc::chroot(c"/tmp/hostroot".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            keep_capabilities()
+            super::sys::raise_ambient(&KEPT)
         });
     }
     let mut child: Child = cmd
@@ -187,54 +187,6 @@ const KEPT: [u32; 6] = [
     3,  // CAP_FOWNER
     27, // CAP_MKNOD
 ];
-
-/// Runs between fork and exec: raw syscalls only.
-fn keep_capabilities() -> std::io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let mut data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capget/capset with a v3 header and two data words, as the ABI defines.
-    unsafe {
-        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        for cap in KEPT {
-            data[(cap / 32) as usize].inheritable |= 1 << (cap % 32);
-        }
-        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        for cap in KEPT {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_RAISE,
-                cap as libc::c_ulong,
-                0,
-                0,
-            );
-        }
-    }
-    Ok(())
-}
 
 // f_type's width varies by architecture.
 #[allow(clippy::unnecessary_cast)]

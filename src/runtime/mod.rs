@@ -28,6 +28,7 @@ mod payload;
 pub mod plan;
 mod process;
 pub mod share;
+mod sys;
 mod userns;
 mod view;
 
@@ -214,13 +215,8 @@ struct Served<'a> {
 }
 
 pub(crate) fn open_dev_fuse() -> Result<OwnedFd, Error> {
-    nix::fcntl::open(
-        "/dev/fuse",
-        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| {
-        Error::sys_on("cannot open", "/dev/fuse", e)
+    crate::fuse::open_device().map_err(|e| {
+        Error::sys_on("cannot open", "/dev/fuse", error::errno_of(&e))
             .hint("the fuse module must be loaded and /dev/fuse mode 0666")
     })
 }

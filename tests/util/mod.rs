@@ -194,6 +194,22 @@ fn is_runtime_var(key: &OsStr) -> bool {
         .any(|p| k.starts_with(p))
 }
 
+/// Our image servers (`rsing __serve`) of `image`: (pid, socket). The server's one argument
+/// is the JSON its starter encoded (`runtime::share::protocol`), naming image and socket.
+pub fn image_servers(image: &Path) -> Vec<(u32, PathBuf)> {
+    processes_matching("__serve")
+        .into_iter()
+        .filter_map(|(pid, _)| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let mut args = raw.split(|b| *b == 0);
+            args.find(|a| *a == b"__serve")?;
+            let spec: serde_json::Value = serde_json::from_slice(args.next()?).ok()?;
+            let socket = PathBuf::from(spec["socket"].as_str()?);
+            (spec["image"].as_str()? == image.to_str()?).then_some((pid, socket))
+        })
+        .collect()
+}
+
 /// Our own processes (other than this one) whose command line contains `marker`.
 pub fn processes_matching(marker: &str) -> Vec<(u32, String)> {
     let me = std::process::id();
