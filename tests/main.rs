@@ -16,6 +16,7 @@ macro_rules! image {
 mod fixtures;
 mod util;
 
+mod apps; // --app: SCIF apps of built images (run, exec, test)
 mod architecture; // the layering rule of docs/design.md, on the source
 mod binds; // bind mounts: -B, RSING_BIND, --home, --no-home, --pwd, default binds
 mod build; // rsing build: OCI layouts, archives, dirs, SquashFS → SIF; tree equals umoci's

@@ -2,6 +2,7 @@
 
 use anyhow::bail;
 
+use super::app::App;
 use crate::image::OpenedImage;
 use crate::tree::{self, NodeKind, Tree};
 
@@ -35,7 +36,27 @@ pub(super) fn command_line(
     action: Action,
     opened: &OpenedImage,
     tree: &dyn Tree,
+    app: Option<&App>,
 ) -> anyhow::Result<Vec<String>> {
+    if let Some(app) = app {
+        let which = match &action {
+            Action::Run(_) | Action::Start(_) => "runscript",
+            Action::Test(_) => "test",
+            _ => "",
+        };
+        if let (Action::Run(args) | Action::Start(args) | Action::Test(args), false) =
+            (&action, which.is_empty())
+        {
+            let Some(script) = app.script(tree, which) else {
+                bail!(
+                    "app '{}' of image {} has no {which}",
+                    app.name,
+                    opened.path.display()
+                );
+            };
+            return Ok(std::iter::once(script).chain(args.clone()).collect());
+        }
+    }
     Ok(match action {
         Action::Exec(cmd) => cmd,
         Action::Run(args) => {
@@ -65,7 +86,7 @@ pub(super) fn command_line(
                 .chain(args)
                 .collect()
         }
-        Action::Start(args) => command_line(Action::Run(args), opened, tree)?,
+        Action::Start(args) => command_line(Action::Run(args), opened, tree, None)?,
         Action::Shell(shell) => match shell {
             Some(s) => vec![s],
             None if is_kind(tree, "/bin/bash", NodeKind::File) => {

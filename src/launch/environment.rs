@@ -99,5 +99,6 @@ pub(super) fn layers(
         user,
         eval: !args.no_eval,
         shell: is_kind(tree, "/bin/sh", NodeKind::File),
+        path_prefix: Vec::new(),
     })
 }

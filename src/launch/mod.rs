@@ -11,9 +11,11 @@
 //!     root         sharing policy → join the image server, or serve the SquashFS in-process
 //!     plan         runtime::plan::build: every base, mount and root step
 //!     environment  host, image, rsing's and the user's layers; … and to the env here
+//!     app          --app NAME: the SCIF app's scripts, variables and paths
 //!     command      the argv for exec / run / shell / test / instance start
 //! ```
 
+mod app;
 mod command;
 pub mod compat;
 mod environment;
@@ -96,13 +98,24 @@ pub fn assemble(
     }
     let tree = tree.tree();
     tracing::debug!(us = started.elapsed().as_micros() as u64, "image opened");
-    if matches!(action, Action::Test(_)) && !command::is_kind(tree, command::TEST, NodeKind::File) {
+    let app = match &args.app {
+        Some(name) => Some(app::App::find(name, opened, tree)?),
+        None => None,
+    };
+    let has_test = match &app {
+        Some(app) => app.script(tree, "test").is_some(),
+        None => command::is_kind(tree, command::TEST, NodeKind::File),
+    };
+    if matches!(action, Action::Test(_)) && !has_test {
         return Ok(Assembled::NoTestScript);
     }
     let plan = plan::build(&mounts, host, tree, &overlays).map_err(|e| root::explain(opened, e))?;
     let mut env = environment::layers(args, &mounts, host, opened, tree, &plan, &action)?;
     injection.apply_to_env(&mut env);
-    let launch = env.launch(command::command_line(action, opened, tree)?);
+    if let Some(app) = &app {
+        app.apply_to_env(&mut env, tree);
+    }
+    let launch = env.launch(command::command_line(action, opened, tree, app.as_ref())?);
     tracing::debug!(us = started.elapsed().as_micros() as u64, "launch planned");
     if let Some(init) = join {
         return Ok(Assembled::Join {

@@ -71,6 +71,10 @@ pub struct UserOptions {
     /// node path; repeatable
     #[arg(long = "device", value_name = "KIND=NAME")]
     pub device: Vec<String>,
+    /// Run an app of the image (a definition file's %app sections, under /scif/apps/NAME):
+    /// its runscript (`run`) or test (`test`), its environment for every action
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
 }
 
 /// The mount options of the launch: the user's binds (and the bind variables), the site's,

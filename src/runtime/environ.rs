@@ -51,6 +51,9 @@ pub struct EnvLayers {
     pub eval: bool,
     /// The image has `/bin/sh` (needed to evaluate user values).
     pub shell: bool,
+    /// Directories rsing puts before PATH after the image's own (an `--app`'s `bin`), after
+    /// the user's `PREPEND_PATH`.
+    pub path_prefix: Vec<String>,
 }
 
 /// User keys that extend PATH rather than set a variable (Apptainer's names).
@@ -140,8 +143,12 @@ impl EnvLayers {
                 .find(|(k, v)| k == name && !v.is_empty())
                 .map(|(_, v)| v.clone())
         };
+        let pre: Vec<String> = last(PREPEND)
+            .into_iter()
+            .chain(self.path_prefix.iter().cloned())
+            .collect();
         (
-            last(PREPEND).map(|v| format!("{v}:")).unwrap_or_default(),
+            pre.iter().map(|p| format!("{p}:")).collect(),
             last(APPEND).map(|v| format!(":{v}")).unwrap_or_default(),
         )
     }
