@@ -328,3 +328,73 @@ fn logs_follow_until_the_instance_stops() {
         .assert_exit(0);
     follow.assert_exit(0);
 }
+
+/// `instance stats`: the instance's processes, CPU time (a busy loop the start script ran
+/// before its server counts, reaped by the init) and memory, and the source it read them
+/// from; `instance list` shows the port the server listens on and the binds as given.
+#[test]
+fn stats_and_list_show_usage_ports_and_binds() {
+    let t = TestEnv::new();
+    let root = crate::fixtures::busybox_rootfs(&t.dir);
+    std::fs::create_dir_all(root.join("www")).unwrap();
+    rootfs::write(&root, "www/index.html", "busy\n", 0o644);
+    let script = "#!/bin/sh\nsh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'\n\
+                  exec httpd -f -p 127.0.0.1:$1 -h /www\n";
+    rootfs::write(&root, ".singularity.d/startscript", script, 0o755);
+    let data = t.mkdir("data");
+    let bind = format!("{}:/data", data.display());
+    let port: u16 = free_port();
+    t.rsing()
+        .args(["instance", "start", "-B", &bind])
+        .arg(&root)
+        .args(["busy", &port.to_string()])
+        .assert_exit(0);
+    let stop = || {
+        t.rsing()
+            .args(["instance", "stop", "-t", "5", "busy"])
+            .run()
+    };
+    let listening = wait_until(Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let stats = t
+        .rsing()
+        .args(["instance", "stats", "--json", "busy"])
+        .run();
+    let text = t.rsing().args(["instance", "stats", "busy"]).run();
+    let table = t.rsing().args(["instance", "list"]).stdout_str();
+    let list = t.rsing().args(["instance", "list", "--json"]).stdout_str();
+    let joined = t
+        .rsing()
+        .args(["exec", "instance://busy", "sleep", "0"])
+        .run();
+    stop();
+    assert!(listening, "the server never listened on {port}");
+    assert!(joined.status.success(), "{joined:?}");
+    let v: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats --json");
+    // The init, the start script (now httpd): at least two, and nothing of the host.
+    let procs = v["processes"].as_u64().unwrap();
+    assert!((2..10).contains(&procs), "{v}");
+    assert!(v["cpu_seconds"].as_f64().unwrap() > 0.05, "{v}");
+    assert!(v["memory_bytes"].as_u64().unwrap() > 100 * 1024, "{v}");
+    let source = v["source"].as_str().unwrap();
+    assert!(source == "proc" || source == "cgroup", "{v}");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("SOURCE") && text.contains("PROCESSES"),
+        "{text}"
+    );
+
+    let want_port = format!("127.0.0.1:{port}/tcp");
+    let line = table.lines().find(|l| l.starts_with("busy ")).unwrap_or("");
+    assert!(line.contains(&want_port) && line.contains(&bind), "{table}");
+    assert!(table.lines().next().unwrap().contains("PORTS"), "{table}");
+    assert_eq!(json_field(&list, "ports"), serde_json::json!([want_port]));
+    assert_eq!(json_field(&list, "binds"), serde_json::json!([bind]));
+    assert!(json_field(&list, "init_pid").is_i64(), "{list}");
+
+    // Stopped: stats of it is one clear line.
+    t.rsing()
+        .args(["instance", "stats", "busy"])
+        .assert_error_naming("busy");
+}

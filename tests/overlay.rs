@@ -243,8 +243,14 @@ fn ext3_overlay_image_stacks_read_only() {
     );
     let left = crate::util::processes_matching(&file.display().to_string());
     assert!(left.is_empty(), "fuse2fs left running: {left:?}");
-    t.exec_with(["--overlay", &ov(&file)], &img, ["true"])
-        .assert_error_naming("not supported yet");
+    // Writable: refused in one line with the reason and what to use instead.
+    let line = t
+        .exec_with(["--overlay", &ov(&file)], &img, ["true"])
+        .assert_error_naming("is not supported: the kernel refuses a FUSE");
+    assert!(
+        line.contains(&ov(&file)) && line.contains(":ro") && line.contains("overlay seal"),
+        "{line}"
+    );
     t.rsing()
         .args(["overlay", "create"])
         .arg(&file)
@@ -277,4 +283,126 @@ fn sealed_overlay_stacks_read_only() {
         .arg(t.dir.join("x.sqfs"))
         .assert_error_naming("nope");
     assert!(!t.dir.join("x.sqfs").exists());
+}
+
+/// `overlay seal FILE.img`: an ext3 overlay image (populated by `mkfs.ext3 -d`, as a writable
+/// image cannot be written through rsing) becomes the same SquashFS layer `seal DIR` makes:
+/// its whiteout (a 0:0 character device) hides an image file, its opaque directory
+/// (`user.overlay.opaque`) replaces one, and other xattrs and the owner are kept. An image made
+/// by `overlay create` and written with debugfs seals too.
+#[test]
+fn ext3_image_is_sealed_like_a_directory() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    if !have_tools(&["fuse2fs", "mkfs.ext3", "debugfs", "setfattr", "unsquashfs"]) {
+        return;
+    }
+    let seed = t.mkdir("seed");
+    t.mkdir("seed/work");
+    t.mkdir("seed/upper/bin");
+    t.mkdir("seed/upper/suid");
+    t.write("seed/upper/new", "from the image\n");
+    t.write("seed/upper/suid/only", "x\n");
+    // Unprivileged: the kernel lets anyone create a whiteout device.
+    nix::sys::stat::mknod(
+        &seed.join("upper/bin/true"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+        0,
+    )
+    .expect("mknod of a whiteout");
+    for (path, name, value) in [
+        ("upper/suid", "user.overlay.opaque", "y"),
+        ("upper/new", "user.note", "kept"),
+    ] {
+        let st = Command::new("setfattr")
+            .args(["-n", name, "-v", value])
+            .arg(seed.join(path))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let file = t.dir.join("seeded.img");
+    let st = Command::new("mkfs.ext3")
+        .args(["-q", "-F", "-d"])
+        .arg(&seed)
+        .arg(&file)
+        .arg("16M")
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    let from_img = t.dir.join("img.sqfs");
+    let from_dir = t.dir.join("dir.sqfs");
+    for (src, out) in [(&file, &from_img), (&seed, &from_dir)] {
+        t.rsing()
+            .args(["overlay", "seal"])
+            .arg(src)
+            .arg(out)
+            .assert_exit(0);
+    }
+    // Same entries, kinds, modes and owners as `seal DIR` of the seed (times may differ).
+    let listing = |sqfs: &Path| {
+        let out = Command::new("unsquashfs")
+            .arg("-lls")
+            .arg(sqfs)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .filter(|l| l.contains("squashfs-root"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                format!("{} {} {}", f[0], f[1], f[f.len() - 1])
+            })
+            .collect::<Vec<_>>()
+    };
+    let listed = listing(&from_img);
+    assert_eq!(listed, listing(&from_dir));
+    let owner = format!("{}/", crate::util::caller().name);
+    assert!(
+        listed
+            .iter()
+            .any(|l| l.starts_with('c') && l.contains(&owner) && l.ends_with("bin/true")),
+        "{listed:?}"
+    );
+    let script = "cat /new; test -e /bin/true || echo gone; ls /suid";
+    let out = t.sh_with(["--overlay", &ov(&from_img)], &img, script);
+    assert_eq!(out, "from the image\ngone\nonly");
+
+    // An image as `overlay create` makes it, written by debugfs.
+    let Some(created) = ext_overlay(&t, "created.img") else {
+        return;
+    };
+    let src = t.write("hello.txt", "hello sealed\n");
+    let st = Command::new("debugfs")
+        .args(["-w", "-R"])
+        .arg(format!("write {} /upper/hello.txt", src.display()))
+        .arg(&created)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    let layer = t.dir.join("created.sqfs");
+    t.rsing()
+        .args(["overlay", "seal"])
+        .arg(&created)
+        .arg(&layer)
+        .assert_exit(0);
+    let out = t.sh_with(
+        ["--overlay", &ov(&layer)],
+        &img,
+        "cat /hello.txt; test -d /opt/tools && echo dir",
+    );
+    assert_eq!(out, "hello sealed\ndir");
+    let left = crate::util::processes_matching(&created.display().to_string());
+    assert!(left.is_empty(), "fuse2fs left running: {left:?}");
+
+    // Not an overlay: one line, and no output file.
+    let junk = t.write("junk.img", "junk");
+    let bad = t.dir.join("bad.sqfs");
+    t.rsing()
+        .args(["overlay", "seal"])
+        .arg(&junk)
+        .arg(&bad)
+        .assert_error_naming("junk.img");
+    assert!(!bad.exists());
 }

@@ -294,3 +294,110 @@ fn scancel_reaches_the_command_which_can_clean_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The batch script an instance test submits: start an instance, join it through
+/// `instance://`, list it, and (with STOP=1) stop it before the job ends.
+const INSTANCE_JOB: &str = r#"#!/bin/bash
+#SBATCH --ntasks=1
+set -euo pipefail
+name=$1 marker=$2
+rsing instance start "$IMAGE" "$name" "$marker"
+rsing exec "instance://$name" sh -c 'echo joined; ps | grep -c "[s]h -c while"'
+rsing instance list | grep -q "^$name " && echo listed
+touch "$READY"
+if [ "${STOP:-0}" = 1 ]; then
+    rsing instance stop -t 5 "$name"
+    echo stopped
+else
+    sleep 1000
+fi
+"#;
+
+/// A busybox sandbox whose start script loops forever, carrying `marker` in its command line.
+fn looping_sandbox(t: &TestEnv) -> PathBuf {
+    let root = crate::fixtures::busybox_rootfs(&t.dir);
+    let script = "#!/bin/sh\nexec sh -c 'while true; do sleep 1; done' \"$1\"\n";
+    crate::fixtures::rootfs::write(&root, ".singularity.d/startscript", script, 0o755);
+    root
+}
+
+/// An instance inside a batch job: started, joined with `instance://` (its processes seen),
+/// listed and stopped by the job; nothing of it runs after the job. Then a job that leaves its
+/// instance running is cancelled: with cgroup process tracking the instance ends with the job
+/// (docs/instances.md), which is checked where the cluster tracks by cgroup.
+#[test]
+fn instance_in_a_batch_job_is_joined_and_ends_with_it() {
+    let t = TestEnv::new();
+    let Some(slurm) = cluster() else { return };
+    let root = looping_sandbox(&t);
+    let job_script = t.write("instance.sbatch", INSTANCE_JOB);
+    let marker = t.marker();
+    let ready = t.cwd.join("ready");
+    let submit = |out: &str, stop: bool, name: &str| {
+        let cmd = slurm
+            .cmd(&t, "sbatch")
+            .args(["--parsable", "-o"])
+            .arg(t.cwd.join(out))
+            .arg(format!(
+                "--export=ALL,IMAGE={},READY={},STOP={}",
+                root.display(),
+                ready.display(),
+                u8::from(stop)
+            ))
+            .arg(&job_script)
+            .args([name, &marker]);
+        slurm.submit(cmd)
+    };
+    let gone = || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !processes_matching(&marker).is_empty() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    };
+
+    let id = submit("stopped.out", true, "svc");
+    let job = slurm.wait_done(&t, id, JOB_TIMEOUT);
+    let out = read(&t.cwd.join("stopped.out"));
+    assert_eq!(job.field("JobState"), "COMPLETED", "{job:#?}\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let joined = lines.iter().position(|l| *l == "joined");
+    assert!(
+        joined.is_some_and(|i| lines.get(i + 1) == Some(&"1")),
+        "the joined command did not see the instance's loop:\n{out}"
+    );
+    assert!(
+        out.contains("listed\n") && out.contains("stopped\n"),
+        "{out}"
+    );
+    assert!(gone(), "left running: {:?}", processes_matching(&marker));
+
+    if std::env::var("RSING_SLURM_PROCTRACK").as_deref() != Ok("cgroup") {
+        crate::util::skip(
+            "instance_in_a_batch_job: the end-of-job check needs proctrack/cgroup \
+             (RSING_SLURM_PROCTRACK is not cgroup); the instance stopped by the job was checked",
+        );
+        return;
+    }
+    let _ = std::fs::remove_file(&ready);
+    let id = submit("left.out", false, "left");
+    wait_for_file(&ready, JOB_TIMEOUT);
+    assert!(
+        !processes_matching(&marker).is_empty(),
+        "the instance is not running"
+    );
+    slurm.cmd(&t, "scancel").arg(id.to_string()).stdout_str();
+    slurm.wait_done(&t, id, Duration::from_secs(30));
+    let ended = gone();
+    if !ended {
+        // Do not leave it behind for the next tests.
+        slurm
+            .cmd(&t, "rsing")
+            .args(["instance", "stop", "--all", "-t", "1"])
+            .run();
+    }
+    assert!(ended, "the job's instance outlived the job");
+}

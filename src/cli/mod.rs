@@ -112,10 +112,10 @@ enum Command {
     /// Registry credentials (login, logout)
     #[command(subcommand)]
     Registry(crate::commands::registry::RegistryCommand),
-    /// Persistent overlays: create an ext3 overlay image, seal a directory overlay into SquashFS
+    /// Persistent overlays: create an ext3 overlay image, seal a directory or image overlay into SquashFS
     #[command(subcommand)]
     Overlay(crate::commands::overlay::OverlayCommand),
-    /// Detached containers: start, run, list, stop, logs (join with instance://NAME)
+    /// Detached containers: start, run, list, stats, stop, logs (join with instance://NAME)
     #[command(subcommand)]
     Instance(crate::commands::instance::InstanceCommand),
     /// Show an image's labels, environment, runscript, definition file or OCI config

@@ -5,14 +5,15 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::runtime::overlay;
+use crate::runtime::overlay::{self, LayerSource};
 
 /// `rsing overlay …`
 #[derive(Debug, clap::Subcommand)]
 pub enum OverlayCommand {
     /// Create an ext3 overlay image (upper/ and work/ inside, as Apptainer's `overlay create`)
     Create(CreateArgs),
-    /// Pack a directory overlay into a read-only SquashFS layer for --overlay OUT.sqfs
+    /// Pack a directory overlay or an ext3 overlay image into a read-only SquashFS layer for
+    /// --overlay OUT.sqfs
     Seal(SealArgs),
 }
 
@@ -36,7 +37,7 @@ pub struct SealArgs {
     /// Compression: zstd, gzip, xz or lz4
     #[arg(long, default_value = "zstd")]
     pub compress: String,
-    /// The overlay directory (its upper/ if it has one)
+    /// The overlay directory (its upper/ if it has one) or ext3 overlay image (its upper/)
     pub overlay: PathBuf,
     /// The SquashFS file to write
     pub out: PathBuf,
@@ -140,24 +141,10 @@ fn find_sbin(name: &str) -> Option<PathBuf> {
 
 /// SquashFS from the overlay's upper directory, whiteouts and opaque marks converted
 /// (`convert::seal`), written under a temporary name and renamed: never a half-written layer.
+/// An ext3 image is read through `fuse2fs` in a private user namespace (see
+/// docs/overlays.md for why not `debugfs rdump`), then sealed exactly as a directory is.
 fn seal(args: &SealArgs) -> anyhow::Result<i32> {
-    use crate::squashfs::write::{SquashfsWriter, WriterOptions};
     use crate::squashfs::Compressor;
-    let meta = std::fs::metadata(&args.overlay)
-        .with_context(|| format!("overlay {}", args.overlay.display()))?;
-    if !meta.is_dir() {
-        bail!(
-            "overlay {}: only a directory overlay can be sealed (an image file: copy its upper/ \
-             out first)",
-            args.overlay.display()
-        );
-    }
-    let upper = args.overlay.join("upper");
-    let src = if upper.is_dir() {
-        upper
-    } else {
-        args.overlay.clone()
-    };
     let compressor = match args.compress.as_str() {
         "zstd" => Compressor::Zstd,
         "gzip" => Compressor::Gzip,
@@ -165,13 +152,43 @@ fn seal(args: &SealArgs) -> anyhow::Result<i32> {
         "lz4" => Compressor::Lz4,
         other => bail!("--compress {other}: expected zstd, gzip, xz or lz4"),
     };
-    // The layer must not change while it is read: hold the overlay's lock.
+    // The layer must not change while it is read: hold the overlay's lock (shared).
     let request = overlay::Request {
         path: args.overlay.clone(),
         readonly: true,
         given: args.overlay.display().to_string(),
     };
-    let _held = overlay::open(std::slice::from_ref(&request))?;
+    let held = overlay::open(std::slice::from_ref(&request))?;
+    match held.lower.first().map(|l| &l.source) {
+        Some(LayerSource::Ext(_)) => {
+            overlay::with_image_content(&request, |upper| {
+                write_layer(upper, args, compressor).map_err(|e| format!("{e:#}"))
+            })?;
+        }
+        Some(LayerSource::Dir(_)) => {
+            let upper = args.overlay.join("upper");
+            let src = if upper.is_dir() {
+                upper
+            } else {
+                args.overlay.clone()
+            };
+            write_layer(&src, args, compressor)?;
+        }
+        _ => bail!(
+            "overlay {} is a SquashFS file already: stack it with --overlay as it is",
+            args.overlay.display()
+        ),
+    }
+    Ok(0)
+}
+
+fn write_layer(
+    src: &std::path::Path,
+    args: &SealArgs,
+    compressor: crate::squashfs::Compressor,
+) -> anyhow::Result<()> {
+    use crate::squashfs::write::{SquashfsWriter, WriterOptions};
+    use crate::squashfs::Compressor;
     let mut out = crate::cache::AtomicFile::create(&args.out, 0o644)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let options = WriterOptions {
@@ -180,10 +197,9 @@ fn seal(args: &SealArgs) -> anyhow::Result<i32> {
         ..WriterOptions::default()
     };
     let mut writer = SquashfsWriter::new(out.file(), options)?;
-    crate::convert::seal::seal(&src, &mut writer)
+    crate::convert::seal::seal(src, &mut writer)
         .with_context(|| format!("sealing {}", args.overlay.display()))?;
     writer.finish()?;
     out.commit()
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    Ok(0)
+        .with_context(|| format!("cannot write {}", args.out.display()))
 }

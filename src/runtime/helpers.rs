@@ -127,6 +127,30 @@ pub fn start(
     target: &Path,
     log: &Path,
 ) -> Result<Helper, String> {
+    start_rooted(name, program, args, target, log, true)
+}
+
+/// As [`start`], but in this process's own root (no chroot into the host-root copy): for a
+/// helper that a command other than a container launch runs in its own user and mount
+/// namespaces (`rsing overlay seal FILE.img`).
+pub fn start_here(
+    name: &'static str,
+    program: &Path,
+    args: &[String],
+    target: &Path,
+    log: &Path,
+) -> Result<Helper, String> {
+    start_rooted(name, program, args, target, log, false)
+}
+
+fn start_rooted(
+    name: &'static str,
+    program: &Path,
+    args: &[String],
+    target: &Path,
+    log: &Path,
+    chroot: bool,
+) -> Result<Helper, String> {
     let before = fs_type(target);
     let err_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut cmd = Command::new(program);
@@ -136,10 +160,12 @@ pub fn start(
         .stderr(err_file);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
             super::process::reset_signals();
-            if libc::chroot(c"/tmp/hostroot".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+            if chroot
+                && (libc::chroot(c"/tmp/hostroot".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0)
+            {
                 return Err(std::io::Error::last_os_error());
             }
             super::sys::raise_ambient(&KEPT)
@@ -237,4 +263,79 @@ pub fn others_alive(helpers: &[Helper]) -> bool {
         }
     }
     false
+}
+
+/// Runs `f` on the root directory of the ext3 image `image`, served read-only by `fuse2fs`,
+/// outside any container: in a forked child that enters its own user and mount namespaces
+/// (the caller's ids mapped one-to-one, so files the caller owns in the image keep their
+/// owner) and mounts the image at a private temporary directory. The child's error, if any,
+/// comes back as the returned message; nothing stays mounted (the namespace ends with it).
+///
+/// Used by `rsing overlay seal FILE.img`. A fork, because `unshare(CLONE_NEWUSER)` needs a
+/// single-threaded process and leaves the caller's own namespaces untouched.
+pub fn in_mounted_image(
+    image: &Path,
+    f: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let fuse2fs = find("fuse2fs")
+        .ok_or("reading an ext3 overlay image needs fuse2fs (Debian package fuse2fs)")?;
+    let base = std::env::temp_dir().join(format!("rsing-ext.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let mnt = base.join("mnt");
+    std::fs::create_dir_all(&mnt).map_err(|e| format!("cannot create {}: {e}", mnt.display()))?;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("cannot create a pipe: {e}"))?;
+    // SAFETY: the child only uses this process's memory as a copy, then exits with _exit.
+    let result = match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("cannot fork: {e}")),
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(read);
+            let outcome = (|| -> Result<(), String> {
+                let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+                super::userns::enter(uid.as_raw(), gid.as_raw()).map_err(|e| e.to_string())?;
+                nix::mount::mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .map_err(|e| format!("cannot make the mounts private: {e}"))?;
+                let args = [
+                    "-f".to_string(),
+                    "-o".to_string(),
+                    "fakeroot,ro".to_string(),
+                    image.to_string_lossy().into_owned(),
+                    mnt.to_string_lossy().into_owned(),
+                ];
+                let helper = start_here("fuse2fs", &fuse2fs, &args, &mnt, &base.join("log"))?;
+                let done = f(&mnt);
+                stop(&[helper]);
+                done
+            })();
+            let code = match outcome {
+                Ok(()) => 0,
+                Err(msg) => {
+                    let _ = std::fs::File::from(write).write_all(msg.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: ends the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(write);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(read).read_to_string(&mut msg);
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+                Ok(status) if msg.is_empty() => Err(format!("the reader ended: {status:?}")),
+                Err(e) => Err(format!("cannot wait for the reader: {e}")),
+                Ok(_) => Err(msg),
+            }
+        }
+    };
+    let _ = std::fs::remove_dir_all(&base);
+    result
 }

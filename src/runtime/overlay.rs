@@ -262,13 +262,14 @@ pub fn open(requests: &[Request]) -> Result<Overlays, OverlayError> {
                     }
                 }
                 if Some(i) == last_writable {
-                    // The kernel refuses a FUSE upper layer, and fuse-overlayfs over rsing's
-                    // image mount fails reads (EOPNOTSUPP) here: not offered until it works.
+                    // Kernel overlayfs refuses a FUSE upper layer: FUSE counts as a remote file
+                    // system, for which overlayfs requires d_type, RENAME_WHITEOUT and xattrs,
+                    // and fuse2fs (libfuse 2's high-level API) gives none of the first two. The
+                    // way that works (fuse-overlayfs over fuse2fs, as Apptainer does) needs
+                    // the launch to mount the root with fuse-overlayfs: docs/overlays.md.
                     return Err(OverlayError::Other {
                         given: req.given.clone(),
-                        what: "a writable ext3 overlay image is not supported yet; use it \
-                               read-only (add :ro) or use a directory overlay"
-                            .into(),
+                        what: WRITABLE_IMAGE_UNSUPPORTED.into(),
                     });
                 } else {
                     out.locks.push(lock(req, false)?);
@@ -297,6 +298,33 @@ pub fn open(requests: &[Request]) -> Result<Overlays, OverlayError> {
     out.lower = lower;
     Ok(out)
 }
+
+/// Runs `f` on the content (`upper/`) of the ext3 overlay image `req`, read-only, outside any
+/// container (see `helpers::in_mounted_image`): for `rsing overlay seal FILE.img`.
+pub fn with_image_content(
+    req: &Request,
+    f: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), OverlayError> {
+    super::helpers::in_mounted_image(&req.path, |root| {
+        let upper = root.join("upper");
+        if !upper.is_dir() {
+            return Err(
+                "the image has no upper/ directory (rsing overlay create makes one)".into(),
+            );
+        }
+        f(&upper)
+    })
+    .map_err(|what| OverlayError::Other {
+        given: req.given.clone(),
+        what,
+    })
+}
+
+/// Why `--overlay FILE.img` cannot take writes, and what to use instead.
+pub const WRITABLE_IMAGE_UNSUPPORTED: &str = "a writable ext3 overlay image is not supported: \
+     the kernel refuses a FUSE (fuse2fs) file system as an overlay's upper layer (no d_type, no \
+     RENAME_WHITEOUT); use FILE.img:ro, a directory overlay (--overlay DIR), or seal a directory \
+     overlay into a layer (rsing overlay seal DIR OUT.sqfs)";
 
 /// A directory or an ext3 image: what can take writes.
 fn writable_kind(path: &Path) -> bool {

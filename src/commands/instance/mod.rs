@@ -1,8 +1,11 @@
 //! `rsing instance start|run|list|stop|logs`: containers that run detached, and that later
 //! commands join with `instance://NAME` (see docs/instances.md).
 
+mod cgroup;
 mod start;
 pub mod state;
+mod stats;
+mod usage;
 
 use std::io::{Read, Seek, Write};
 use std::time::{Duration, Instant};
@@ -41,6 +44,15 @@ pub enum InstanceCommand {
         /// Signal to send first (name or number)
         #[arg(short, long, default_value = "TERM")]
         signal: String,
+    },
+    /// Show an instance's CPU time, memory and number of processes (from its cgroup where
+    /// cgroups v2 delegation gave it one, else summed from /proc)
+    Stats {
+        /// Instance name
+        name: String,
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
     },
     /// Print an instance's output (stdout, then stderr)
     Logs {
@@ -82,6 +94,7 @@ pub fn run(global: &Global, cmd: InstanceCommand) -> anyhow::Result<i32> {
             Duration::from_secs(timeout),
             &signal,
         ),
+        InstanceCommand::Stats { name, json } => stats::show(&running(&name)?, json),
         InstanceCommand::Logs { name, follow } => logs(&name, follow),
     }
 }
@@ -100,21 +113,51 @@ pub fn running(name: &str) -> anyhow::Result<State> {
     }
 }
 
+/// One line of `instance list --json`: the record's keys, and the TCP ports the instance's
+/// processes listen on now.
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    state: &'a State,
+    ports: Vec<String>,
+}
+
 fn list(json: bool) -> anyhow::Result<i32> {
     let states = state::all_running(&state::dir()?);
+    let listed: Vec<Listed> = states
+        .iter()
+        .map(|s| Listed {
+            state: s,
+            ports: usage::listening_ports(&usage::members(s.init_pid)),
+        })
+        .collect();
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&states)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&listed)?)?;
         return Ok(0);
     }
-    writeln!(out, "{:<20} {:>8}  {:<23}  IMAGE", "NAME", "PID", "STARTED")?;
-    for s in &states {
+    writeln!(
+        out,
+        "{:<20} {:>8}  {:<23}  {:<20}  {:<20}  IMAGE",
+        "NAME", "PID", "STARTED", "PORTS", "BINDS"
+    )?;
+    let or_dash = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(",")
+        }
+    };
+    for l in &listed {
+        let s = l.state;
         writeln!(
             out,
-            "{:<20} {:>8}  {:<23}  {}",
+            "{:<20} {:>8}  {:<23}  {:<20}  {:<20}  {}",
             s.name,
             s.pid,
             state::format_time(s.started),
+            or_dash(&l.ports),
+            or_dash(&s.binds),
             s.image
         )?;
     }
@@ -160,6 +203,10 @@ fn stop(
     };
     for s in &targets {
         stop_one(s, signal, timeout);
+        if let Some(cg) = &s.cgroup {
+            // Empty now (the supervisor removes it itself unless it was killed).
+            let _ = std::fs::remove_dir(cg);
+        }
         let _ = std::fs::remove_file(state::path(&dir, &s.name, "json"));
         if !quiet {
             eprintln!("rsing: stopped instance {}", s.name);

@@ -94,6 +94,8 @@ pub fn start(global: &Global, a: StartArgs, runscript: bool) -> anyhow::Result<i
             }
             detach_stdio(&out, &err);
             let me = std::process::id().to_string();
+            // Before the container's processes exist, so that they all start inside it.
+            let cgroup = super::cgroup::enter(&a.name);
             let _ = nix::unistd::write(&pid_write, me.as_bytes());
             drop(pid_write);
             let code = match exec::run(global, &runtime, &image, action) {
@@ -107,6 +109,9 @@ pub fn start(global: &Global, a: StartArgs, runscript: bool) -> anyhow::Result<i
             // The record is ours to remove once the instance has ended.
             if state::load(&dir, &a.name).is_some_and(|s| s.pid == std::process::id() as i32) {
                 let _ = std::fs::remove_file(state::path(&dir, &a.name, "json"));
+            }
+            if let Some(dir) = &cgroup {
+                super::cgroup::leave(dir);
             }
             drop(lock);
             std::process::exit(code)
@@ -134,6 +139,7 @@ pub fn start(global: &Global, a: StartArgs, runscript: bool) -> anyhow::Result<i
                     .unwrap_or(0),
                 args: a.args.clone(),
                 binds: a.runtime.bind.clone(),
+                cgroup: own_cgroup(pid, &a.name),
             };
             st.save(&dir)?;
             if !global.quiet {
@@ -180,6 +186,13 @@ fn wait_started(pid: i32, name: &str, dir: &Path) -> anyhow::Result<(u64, i32, u
         return Err(failed());
     }
     Ok((pid_start, init, init_start))
+}
+
+/// The cgroup the supervisor `pid` made for instance `name` (see `cgroup::enter`), if any.
+fn own_cgroup(pid: i32, name: &str) -> Option<String> {
+    let dir = super::cgroup::of(&pid.to_string())?;
+    (dir.file_name()? == format!("rsing-instance-{name}").as_str())
+        .then(|| dir.to_string_lossy().into_owned())
 }
 
 /// The descendant of `supervisor` that is PID 1 of its own PID namespace.

@@ -29,6 +29,10 @@ pub struct State {
     /// The start command's arguments and the binds given (`-B`), for `instance list`.
     pub args: Vec<String>,
     pub binds: Vec<String>,
+    /// The instance's own cgroup v2 directory, where delegation let `instance start` make one
+    /// (see `cgroup.rs`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 /// The per-user, per-node instance directory (not created).
