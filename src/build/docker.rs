@@ -163,6 +163,7 @@ pub struct Build<'a> {
     pub bases: &'a dyn Bases,
     pub say: &'a dyn Fn(&str),
     pub cache: &'a StepCache,
+    pub userns: &'a super::userns::Userns,
 }
 
 /// What a build made: the last stage's root, its config and the recorded ownership.
@@ -419,6 +420,7 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                     argv: argv(c, &st.config),
                     env,
                     cwd: workdir,
+                    userns: b.userns,
                 };
                 let status =
                     super::stage::run_owned(&step, &mut st.owners).map_err(io("running RUN"))?;

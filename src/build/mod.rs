@@ -14,6 +14,8 @@ pub mod owners;
 pub mod runner;
 pub mod seccomp;
 mod stage;
+pub mod subid;
+pub mod userns;
 
 pub use stage::{run_stage, run_test, StageDirs};
 

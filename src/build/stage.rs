@@ -8,6 +8,7 @@ use super::copy::{copy_into, in_root};
 use super::deffile::{FileCopy, Script, Stage};
 use super::owners::Owners;
 use super::runner::{self, Step};
+use super::userns::Userns;
 use super::{io, metadata, Error, Result};
 
 /// Where a stage runs.
@@ -20,6 +21,8 @@ pub struct StageDirs<'a> {
     pub context: &'a Path,
     /// Roots of the earlier stages, by name.
     pub stages: &'a HashMap<String, PathBuf>,
+    /// The user namespace of the steps.
+    pub userns: &'a Userns,
 }
 
 /// apt drops privileges to `_apt` and checks that it worked; with the seccomp fakes it did
@@ -84,16 +87,25 @@ pub fn run_stage(
     Ok(())
 }
 
-/// Runs the image's `/.singularity.d/test` (after the env scripts) in a build step.
-pub fn run_test(root: &Path, file: &str, line: usize) -> Result<()> {
+/// Runs the image's `/.singularity.d/test` (after the env scripts) in a build step, with the
+/// image's recorded `owners` on its files.
+pub fn run_test(
+    root: &Path,
+    file: &str,
+    line: usize,
+    userns: &Userns,
+    owners: &Owners,
+) -> Result<()> {
     let script = "for f in /.singularity.d/env/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; exec /bin/sh /.singularity.d/test";
     let step = Step {
         root,
         argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: base_env(),
         cwd: "/".into(),
+        userns,
     };
-    let status = runner::run(&step, &mut Default::default()).map_err(io("running %test"))?;
+    // Changes %test makes to ownership are not kept: the image is packed with `owners`.
+    let status = run_owned(&step, &mut owners.clone()).map_err(io("running %test"))?;
     if status != 0 {
         return Err(Error::StepFailed {
             what: "%test".into(),
@@ -184,8 +196,12 @@ fn base_env() -> Vec<(String, String)> {
     env
 }
 
-/// Runs `step` with the apt setting in place, carrying `owners` through it.
+/// Runs `step` in its user namespace mode, carrying `owners` through it: with real ids
+/// ([`super::subid`]), or with the seccomp fakes and the apt setting they need.
 pub(crate) fn run_owned(step: &Step, owners: &mut Owners) -> std::io::Result<i32> {
+    if let Userns::Subid(map) = step.userns {
+        return super::subid::run(step, map, owners);
+    }
     let apt_conf = step.root.join(APT_SANDBOX);
     let apt = apt_conf.parent().is_some_and(|d| d.is_dir())
         && !apt_conf.exists()
@@ -220,6 +236,7 @@ fn run_script(
         ],
         env: base_env(),
         cwd: cwd.to_string(),
+        userns: dirs.userns,
     };
     let result = run_owned(&step, owners);
     let status = result.map_err(io(format!("running {what}")))?;
