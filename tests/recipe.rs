@@ -69,7 +69,7 @@ fn sif_offset(image: &Path) -> String {
     at.to_string()
 }
 
-fn sandbox() -> Option<PathBuf> {
+pub(crate) fn sandbox() -> Option<PathBuf> {
     let sandbox = crate::fixtures::get(Fixture::Sandbox)?;
     have_tools(&["unsquashfs"]).then_some(sandbox)
 }

@@ -8,7 +8,9 @@ pub mod cache;
 pub mod copy;
 pub mod deffile;
 pub mod docker;
+pub mod download;
 pub mod dockerfile;
+pub mod glob;
 pub mod metadata;
 pub mod owners;
 pub mod runner;
@@ -17,7 +19,7 @@ mod stage;
 pub mod subid;
 pub mod userns;
 
-pub use stage::{run_stage, run_test, StageDirs};
+pub use stage::{run_stage, run_test, sources as files_sources, StageDirs};
 
 /// A build failure, with the step it happened in.
 #[derive(Debug, thiserror::Error)]

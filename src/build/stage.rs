@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::copy::{copy_into, in_root};
+use super::glob::{glob, has_wildcard};
 use super::deffile::{FileCopy, Script, Stage};
 use super::owners::Owners;
 use super::runner::{self, Step};
@@ -128,32 +129,67 @@ fn failed(dirs: &StageDirs, what: &str, line: usize, status: i32) -> Error {
 
 fn copy_files(copies: &[FileCopy], from_root: Option<&Path>, dirs: &StageDirs) -> Result<()> {
     for copy in copies {
-        let src = match from_root {
-            Some(r) => in_root(r, &copy.src),
-            None => dirs.context.join(&copy.src),
-        };
-        let dest_text = copy.dest.clone().unwrap_or_else(|| {
-            if from_root.is_some() || copy.src.starts_with('/') {
-                copy.src.clone()
-            } else {
-                format!("/{}", copy.src)
-            }
-        });
-        let dest = in_root(dirs.root, &dest_text);
-        if src.symlink_metadata().is_err() {
+        let matched = sources(copy, from_root, dirs.context);
+        let missing = matched.is_empty() || matched.iter().any(|m| m.symlink_metadata().is_err());
+        if missing {
             return Err(Error::Files {
                 file: dirs.file.to_string(),
                 line: copy.line,
                 message: format!("{}: no such file or directory", copy.src),
             });
         }
-        copy_into(&src, &dest, dest_text.ends_with('/')).map_err(|e| Error::Files {
-            file: dirs.file.to_string(),
-            line: copy.line,
-            message: format!("copying {} to {dest_text}: {e}", copy.src),
-        })?;
+        let several = matched.len() > 1;
+        for src in &matched {
+            let dest_text = match &copy.dest {
+                Some(d) => d.clone(),
+                None => own_path(src, &copy.src, from_root, dirs.context),
+            };
+            let dest = in_root(dirs.root, &dest_text);
+            let into_dir = copy.dest.is_some() && (several || dest_text.ends_with('/'));
+            copy_into(src, &dest, into_dir).map_err(|e| Error::Files {
+                file: dirs.file.to_string(),
+                line: copy.line,
+                message: format!("copying {} to {dest_text}: {e}", src.display()),
+            })?;
+        }
     }
     Ok(())
+}
+
+/// The paths a `%files` line copies: its source, or what its wildcards (`*`, `?`, `[…]`)
+/// match, as Apptainer expands them: on the host (relative to the working directory, or
+/// absolute), or in the root of the stage of `%files from`. Empty when a pattern matches
+/// nothing.
+pub fn sources(copy: &FileCopy, from_root: Option<&Path>, context: &Path) -> Vec<PathBuf> {
+    let (base, rel) = match from_root {
+        Some(root) => (root.to_path_buf(), in_root(Path::new("/"), &copy.src)),
+        None if copy.src.starts_with('/') => (PathBuf::from("/"), PathBuf::from(&copy.src)),
+        None => (context.to_path_buf(), PathBuf::from(&copy.src)),
+    };
+    let rel = rel.strip_prefix("/").map(Path::to_path_buf).unwrap_or(rel);
+    if !has_wildcard(&copy.src) {
+        return vec![base.join(rel)];
+    }
+    glob(&base, &rel)
+}
+
+/// Where a source without a destination goes: the same path in the image (a relative host
+/// path under `/`).
+fn own_path(src: &Path, text: &str, from_root: Option<&Path>, context: &Path) -> String {
+    if !has_wildcard(text) {
+        return if from_root.is_some() || text.starts_with('/') {
+            text.to_string()
+        } else {
+            format!("/{text}")
+        };
+    }
+    let base = match from_root {
+        Some(root) => root,
+        None if text.starts_with('/') => Path::new("/"),
+        None => context,
+    };
+    let rel = src.strip_prefix(base).unwrap_or(src);
+    format!("/{}", rel.display())
 }
 
 /// The environment of a step, as Apptainer gives `%post`.

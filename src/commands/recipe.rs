@@ -274,14 +274,21 @@ fn stage_key(
         match &files.from {
             Some(from) => k = key(&k, &[keys.get(from).map(String::as_bytes).unwrap_or(b"")]),
             None => {
-                let paths: Vec<PathBuf> =
-                    files.copies.iter().map(|c| context.join(&c.src)).collect();
+                let paths: Vec<PathBuf> = files
+                    .copies
+                    .iter()
+                    .flat_map(|c| crate::build::files_sources(c, None, context))
+                    .collect();
                 k = key(&k, &[content_hash(&paths).as_bytes()]);
             }
         }
     }
     for app in stage.apps.values() {
-        let paths: Vec<PathBuf> = app.files.iter().map(|c| context.join(&c.src)).collect();
+        let paths: Vec<PathBuf> = app
+            .files
+            .iter()
+            .flat_map(|c| crate::build::files_sources(c, None, context))
+            .collect();
         k = key(&k, &[content_hash(&paths).as_bytes()]);
     }
     k
