@@ -38,9 +38,12 @@ dockerfile() { # $1: FROM line, $2: marker of the last step
     echo "RUN echo $2 > /last-step"
 }
 put_dockerfile() { dockerfile "$@" >"$work/ctx/Dockerfile"; chown "$BENCH_USER": "$work/ctx/Dockerfile"; }
+# ch-image keeps its build cache in git, which refuses to commit without an identity.
 as_user() {
     (cd "$work" && runuser -u "$BENCH_USER" -- env -i PATH=/usr/local/bin:/usr/bin:/bin \
-        HOME="$home" USER="$BENCH_USER" LANG=C.UTF-8 "$@")
+        HOME="$home" USER="$BENCH_USER" LANG=C.UTF-8 \
+        GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@localhost \
+        GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@localhost "$@")
 }
 # Wall seconds of a command run as the user; its output goes to $work/last.log.
 seconds() {

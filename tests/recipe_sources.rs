@@ -19,7 +19,13 @@ fn line_of<'a>(tree: &'a str, name: &str) -> &'a str {
 fn files_wildcards_expand_on_the_host_and_key_the_cache() {
     let t = TestEnv::new();
     let Some(base) = sandbox() else { return };
-    for f in ["data/a1.txt", "data/a2.txt", "data/b.log", "data/sub/x.conf", "data/c.txt"] {
+    for f in [
+        "data/a1.txt",
+        "data/a2.txt",
+        "data/b.log",
+        "data/sub/x.conf",
+        "data/c.txt",
+    ] {
         t.write(&format!("work/{f}"), &format!("{f}\n"));
     }
     let def = t.write(
@@ -43,7 +49,10 @@ data/[b]*.log /opt/logs/\n    data/*/x.conf\n    data/[!ab]*.txt /opt/c-only.txt
     ] {
         line_of(&tree, path);
     }
-    assert!(!tree.contains("opt/txt/c.txt"), "c.txt does not match a?.txt");
+    assert!(
+        !tree.contains("opt/txt/c.txt"),
+        "c.txt does not match a?.txt"
+    );
     assert_eq!(
         t.exec(&img, ["cat", "/opt/c-only.txt"]).stdout_str(),
         "data/c.txt"
@@ -172,14 +181,25 @@ fn add_url_downloads_revalidates_and_names_the_url_on_failure() {
     assert_eq!(server.statuses(), ["/data.txt 200", "/data.txt 304"]);
 
     // Unchanged: revalidated (304), nothing re-runs.
-    let out = build(&t).arg("-F").arg(&img).arg(&dockerfile).assert_exit(0);
+    let out = build(&t)
+        .arg("-F")
+        .arg(&img)
+        .arg(&dockerfile)
+        .assert_exit(0);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(said.contains("RUN cat /opt/data.txt > /opt/seen (cached)"), "{said}");
+    assert!(
+        said.contains("RUN cat /opt/data.txt > /opt/seen (cached)"),
+        "{said}"
+    );
     assert_eq!(&server.statuses()[2..], ["/data.txt 304", "/data.txt 304"]);
 
     // Changed on the server: downloaded again, and the RUN after it re-runs.
     std::fs::write(served.join("data.txt"), "version two\n").unwrap();
-    let out = build(&t).arg("-F").arg(&img).arg(&dockerfile).assert_exit(0);
+    let out = build(&t)
+        .arg("-F")
+        .arg(&img)
+        .arg(&dockerfile)
+        .assert_exit(0);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!said.contains("(cached)"), "{said}");
     assert_eq!(

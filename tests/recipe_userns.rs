@@ -18,10 +18,13 @@ fn has_ranges() -> bool {
         .map(|u| u.name)
         .unwrap_or_default();
     ["/etc/subuid", "/etc/subgid"].iter().all(|f| {
-        std::fs::read_to_string(f).unwrap_or_default().lines().any(|l| {
-            let who = l.split(':').next().unwrap_or("");
-            !who.is_empty() && (who == name || who == uid.to_string())
-        })
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                let who = l.split(':').next().unwrap_or("");
+                !who.is_empty() && (who == name || who == uid.to_string())
+            })
     })
 }
 
@@ -95,7 +98,10 @@ apt-get update -q\n    apt-get install -y -q --no-install-recommends hello\n"
             foreign.push(p.to_path_buf());
         }
     });
-    assert!(foreign.is_empty(), "files not owned by the caller: {foreign:?}");
+    assert!(
+        foreign.is_empty(),
+        "files not owned by the caller: {foreign:?}"
+    );
     // A cached rebuild restores the snapshot and gives the same ownership.
     let again = t.dir.join("again.sif");
     let out = build(&t).arg(&again).arg(&def).assert_exit(0);

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use super::cache::{content_hash, key as step_key, StepCache};
 use super::copy::{copy_tree, in_root};
-use super::glob::{glob, wildcard};
 use super::dockerfile::{expand, Command, Copy, Instruction, Line};
+use super::glob::{glob, wildcard};
 use super::owners::Owners;
 use super::runner::Step;
 use super::{io, Error, Result};

@@ -112,7 +112,8 @@ fn get(url: &str, etag: Option<&str>, dest: &Path) -> Result<Outcome, String> {
             .get(reqwest::header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let mut out = std::fs::File::create(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        let mut out =
+            std::fs::File::create(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
         while let Some(chunk) = resp.chunk().await.map_err(|e| error_line(&e))? {
             out.write_all(&chunk)
                 .map_err(|e| format!("{}: {e}", dest.display()))?;
@@ -163,7 +164,10 @@ mod tests {
 
     #[test]
     fn file_names_as_docker_gives_them() {
-        assert_eq!(file_name("https://example.org/a/b/tool.tar.gz"), "tool.tar.gz");
+        assert_eq!(
+            file_name("https://example.org/a/b/tool.tar.gz"),
+            "tool.tar.gz"
+        );
         assert_eq!(file_name("http://h:8080/x?y=1#z"), "x");
         assert_eq!(file_name("https://example.org/"), "download");
         assert_eq!(file_name("https://example.org"), "download");

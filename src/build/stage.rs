@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::copy::{copy_into, in_root};
-use super::glob::{glob, has_wildcard};
 use super::deffile::{FileCopy, Script, Stage};
+use super::glob::{glob, has_wildcard};
 use super::owners::Owners;
 use super::runner::{self, Step};
 use super::userns::Userns;

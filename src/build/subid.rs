@@ -168,7 +168,8 @@ fn holder(
                 nix::sys::signal::Signal::SIGQUIT,
             ] {
                 // SAFETY: SIG_IGN installs no handler code.
-                let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+                let _ =
+                    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
             }
             wait(child).unwrap_or(SETUP_FAILED)
         }
@@ -245,7 +246,12 @@ fn settle(root: &Path, map: &SubidMap, before: &Owners) -> io::Result<Owners> {
 
 /// Adds to `after` the records of `before` whose ids the map cannot hold, for paths that
 /// still exist and that the step did not give an owner.
-fn keep_unmapped(after: &mut Owners, before: &Owners, map: &SubidMap, exists: &dyn Fn(&str) -> bool) {
+fn keep_unmapped(
+    after: &mut Owners,
+    before: &Owners,
+    map: &SubidMap,
+    exists: &dyn Fn(&str) -> bool,
+) {
     for (path, ids) in &before.by_path {
         let unmapped = !map.maps_uid(ids.0) || !map.maps_gid(ids.1);
         if unmapped && !after.by_path.contains_key(path) && exists(path) {
