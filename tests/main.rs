@@ -42,6 +42,8 @@ mod packaging; // man pages, install.sh, .deb/.rpm (installed into a debootstrap
 mod privileges; // issue 15: setuid, capabilities, --fakeroot, read-only image, /proc and /dev
 mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, errors
 mod recipe; // rsing build from a definition file: steps, seccomp-faked chown, apt-get
+mod recipe_sources; // %files wildcards, ADD https://URL (a local server), errors naming the URL
+mod recipe_userns; // build --userns-mode subid (real ids through newuidmap), auto, seccomp
 mod share; // the shared image server
 mod signals; // signal forwarding, 128+N, nothing left behind
 mod slurm; // under a real Slurm: batch scripts, arrays, scancel, MPI (PMIx), SPANK, GRES gpu

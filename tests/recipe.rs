@@ -7,22 +7,22 @@ use crate::util::{have_tools, missing, TestEnv};
 use std::path::{Path, PathBuf};
 
 /// The Debian base made by tests/services/debian-base.sh (install-deps runs it as root).
-const DEBIAN: &str = "/var/cache/rsing-test/debian";
+pub(crate) const DEBIAN: &str = "/var/cache/rsing-test/debian";
 
 /// `rsing build` with a per-test cache.
-fn build(t: &TestEnv) -> crate::util::RsingCmd {
+pub(crate) fn build(t: &TestEnv) -> crate::util::RsingCmd {
     t.rsing()
         .env("RSING_CACHEDIR", t.dir.join("cache"))
         .timeout(std::time::Duration::from_secs(600))
         .arg("build")
 }
 
-fn p(path: &Path) -> String {
+pub(crate) fn p(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
 /// The staging area must be empty after every build, good or bad.
-fn assert_no_staging(t: &TestEnv) {
+pub(crate) fn assert_no_staging(t: &TestEnv) {
     let dir = t.dir.join("cache/build");
     let list = |d: &Path| -> Vec<PathBuf> {
         std::fs::read_dir(d)
@@ -41,7 +41,7 @@ fn assert_no_staging(t: &TestEnv) {
     assert!(left.is_empty(), "staging directories left behind: {left:?}");
 }
 
-fn unsquashfs_lln(image: &Path) -> String {
+pub(crate) fn unsquashfs_lln(image: &Path) -> String {
     let out = std::process::Command::new("unsquashfs")
         .args(["-lln", "-o"])
         .arg(sif_offset(image))
@@ -69,7 +69,7 @@ fn sif_offset(image: &Path) -> String {
     at.to_string()
 }
 
-fn sandbox() -> Option<PathBuf> {
+pub(crate) fn sandbox() -> Option<PathBuf> {
     let sandbox = crate::fixtures::get(Fixture::Sandbox)?;
     have_tools(&["unsquashfs"]).then_some(sandbox)
 }
@@ -100,7 +100,10 @@ Bootstrap: localimage\nFrom: {base}\nStage: final\n\n\
         ),
     );
     let img = t.dir.join("out.sif");
+    // The seccomp mode's chown record (with auto, a user with subid ranges gets real ids:
+    // tests/recipe_userns.rs).
     build(&t)
+        .args(["--userns-mode", "seccomp"])
         .args(["--build-arg", "WHO=someone"])
         .arg(&img)
         .arg(&def)
@@ -276,7 +279,11 @@ echo 'export FROM_POST=yes' >> $APPTAINER_ENVIRONMENT\n\n\
         ),
     );
     let img = t.dir.join("apt.sif");
-    build(&t).arg(&img).arg(&def).assert_exit(0);
+    build(&t)
+        .args(["--userns-mode", "seccomp"])
+        .arg(&img)
+        .arg(&def)
+        .assert_exit(0);
     assert_no_staging(&t);
     assert_eq!(t.exec(&img, ["hello"]).stdout_str(), "Hello, world!");
     assert_eq!(

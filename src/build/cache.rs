@@ -76,6 +76,11 @@ impl StepCache {
         StepCache { dir }
     }
 
+    /// The cache directory, or none with `--no-cache`.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
     fn entry(&self, key: &str) -> Option<PathBuf> {
         let e = self.dir.as_ref()?.join(key);
         e.join("owners.json").exists().then_some(e)

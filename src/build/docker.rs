@@ -1,7 +1,8 @@
 //! Building a Dockerfile: stages (`FROM … AS name`), RUN through the same unprivileged step
 //! runner as `%post`, COPY/ADD from the context (globs, `.dockerignore`, never outside the
-//! context) or from an earlier stage, and the image config (ENV, WORKDIR, USER, LABEL,
-//! ENTRYPOINT, CMD, EXPOSE, VOLUME, HEALTHCHECK, SHELL, STOPSIGNAL) kept as an OCI config.
+//! context), from an earlier stage, or (ADD) from a URL ([`super::download`]), and the image
+//! config (ENV, WORKDIR, USER, LABEL, ENTRYPOINT, CMD, EXPOSE, VOLUME, HEALTHCHECK, SHELL,
+//! STOPSIGNAL) kept as an OCI config.
 //!
 //! RUN always runs as root (uid 0 in the step's namespace); USER is recorded in the config.
 
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 use super::cache::{content_hash, key as step_key, StepCache};
 use super::copy::{copy_tree, in_root};
 use super::dockerfile::{expand, Command, Copy, Instruction, Line};
+use super::glob::{glob, wildcard};
 use super::owners::Owners;
 use super::runner::Step;
 use super::{io, Error, Result};
@@ -163,6 +165,7 @@ pub struct Build<'a> {
     pub bases: &'a dyn Bases,
     pub say: &'a dyn Fn(&str),
     pub cache: &'a StepCache,
+    pub userns: &'a super::userns::Userns,
 }
 
 /// What a build made: the last stage's root, its config and the recorded ownership.
@@ -419,6 +422,7 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                     argv: argv(c, &st.config),
                     env,
                     cwd: workdir,
+                    userns: b.userns,
                 };
                 let status =
                     super::stage::run_owned(&step, &mut st.owners).map_err(io("running RUN"))?;
@@ -513,10 +517,13 @@ fn sources(
     let mut sources: Vec<PathBuf> = Vec::new();
     for src in &c.sources {
         let src = expand(src, &lookup);
-        if c.add && (src.starts_with("http://") || src.starts_with("https://")) {
-            return Err(format!(
-                "ADD of a URL is not supported ({src}): use RUN curl or wget"
-            ));
+        if c.add && super::download::is_url(&src) {
+            if c.from.is_some() {
+                return Err(format!("ADD --from with a URL ({src})"));
+            }
+            let into = b.work.join(format!("add-{}", sources.len()));
+            sources.push(super::download::fetch(&src, b.cache, &into)?);
+            continue;
         }
         let (base, rel) = match &from_root {
             Some(root) => (
@@ -679,77 +686,6 @@ fn normalize(p: &str) -> Option<PathBuf> {
     Some(path)
 }
 
-/// Paths under `base` matching `rel`, whose components may hold `*`, `?` and `[…]`.
-fn glob(base: &Path, rel: &Path) -> Vec<PathBuf> {
-    let mut found = vec![base.to_path_buf()];
-    for comp in rel.components() {
-        let pat = comp.as_os_str().to_string_lossy().into_owned();
-        let mut next = Vec::new();
-        for dir in &found {
-            if !pat.contains(['*', '?', '[']) {
-                let p = dir.join(&pat);
-                if p.symlink_metadata().is_ok() {
-                    next.push(p);
-                }
-                continue;
-            }
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                let mut names: Vec<_> = rd
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                names.sort();
-                for n in names {
-                    if wildcard(&pat, &n) {
-                        next.push(dir.join(n));
-                    }
-                }
-            }
-        }
-        found = next;
-    }
-    found
-}
-
-/// Shell-style matching of one name.
-pub fn wildcard(pat: &str, name: &str) -> bool {
-    let p: Vec<char> = pat.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(end) = p.iter().position(|c| *c == ']') else {
-                    return !n.is_empty() && n[0] == '[' && go(&p[1..], &n[1..]);
-                };
-                let set = &p[1..end];
-                let (neg, set) = if set.first() == Some(&'!') || set.first() == Some(&'^') {
-                    (true, &set[1..])
-                } else {
-                    (false, set)
-                };
-                let Some(c) = n.first() else { return false };
-                let mut hit = false;
-                let mut i = 0;
-                while i < set.len() {
-                    if i + 2 < set.len() && set[i + 1] == '-' {
-                        hit |= set[i] <= *c && *c <= set[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= set[i] == *c;
-                        i += 1;
-                    }
-                }
-                hit != neg && go(&p[end + 1..], &n[1..])
-            }
-            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
-        }
-    }
-    go(&p, &n)
-}
-
 /// `.dockerignore`: patterns (with `!` exceptions, the last match wins) on context paths.
 struct Ignore {
     rules: Vec<(bool, Vec<String>)>,
@@ -809,8 +745,6 @@ mod tests {
 
     #[test]
     fn wildcards_and_ignore_rules() {
-        assert!(wildcard("*.txt", "a.txt") && !wildcard("*.txt", "a.tx"));
-        assert!(wildcard("f[0-9]?", "f1x") && !wildcard("f[!0-9]", "f1"));
         let ig = Ignore {
             rules: vec![
                 (false, vec!["**".into(), "*.log".into()]),

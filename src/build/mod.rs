@@ -9,13 +9,17 @@ pub mod copy;
 pub mod deffile;
 pub mod docker;
 pub mod dockerfile;
+pub mod download;
+pub mod glob;
 pub mod metadata;
 pub mod owners;
 pub mod runner;
 pub mod seccomp;
 mod stage;
+pub mod subid;
+pub mod userns;
 
-pub use stage::{run_stage, run_test, StageDirs};
+pub use stage::{run_stage, run_test, sources as files_sources, StageDirs};
 
 /// A build failure, with the step it happened in.
 #[derive(Debug, thiserror::Error)]

@@ -41,6 +41,8 @@ pub struct Step<'a> {
     pub env: Vec<(String, String)>,
     /// Working directory inside the root.
     pub cwd: String,
+    /// Which ids the step gets ([`super::userns`]).
+    pub userns: &'a super::userns::Userns,
 }
 
 /// Exit status of a step child that could not start the command.
@@ -94,15 +96,15 @@ pub fn run(step: &Step, owners: &mut InodeOwners) -> io::Result<i32> {
 }
 
 /// Everything the child needs, allocated before the fork.
-struct Prepared {
-    root: PathBuf,
-    argv: Vec<CString>,
-    env: Vec<CString>,
+pub(super) struct Prepared {
+    pub(super) root: PathBuf,
+    pub(super) argv: Vec<CString>,
+    pub(super) env: Vec<CString>,
     cwd: CString,
 }
 
 impl Prepared {
-    fn new(step: &Step) -> io::Result<Prepared> {
+    pub(super) fn new(step: &Step) -> io::Result<Prepared> {
         let c = |s: &str| {
             CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte"))
         };
@@ -124,7 +126,6 @@ impl Prepared {
 
 /// The child's side: namespaces, mounts, chroot, filter, exec. Returns only on failure.
 fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
-    use nix::mount::{mount, MsFlags};
     use nix::sched::{unshare, CloneFlags};
     let step = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
     if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
@@ -142,6 +143,36 @@ fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
             return step(&format!("writing {file}"), &e);
         }
     }
+    if let Err(e) = enter_root(p) {
+        return e;
+    }
+    let listener = match seccomp::install() {
+        Ok(fd) => fd,
+        Err(e) => return step("installing the seccomp filter", &e),
+    };
+    let fds = [listener.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    if let Err(e) = sendmsg::<()>(
+        sock,
+        &[io::IoSlice::new(b"L")],
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    ) {
+        return step("passing the seccomp listener", &e);
+    }
+    drop(listener);
+    let program = resolve(&p.argv[0], &p.env);
+    let e = nix::unistd::execve(&program, &p.argv, &p.env).unwrap_err();
+    step(&format!("cannot run {:?}", p.argv[0]), &e)
+}
+
+/// In the caller's own (already unshared) mount namespace: the host's `/dev`, `/proc`, `/sys`, resolv.conf
+/// and hosts bound into the root, then `chroot` and `chdir`, stdin from `/dev/null`. Shared by
+/// both user-namespace modes ([`super::subid`]).
+pub(super) fn enter_root(p: &Prepared) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    let step = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
     if let Err(e) = mount(
         None::<&str>,
         "/",
@@ -149,7 +180,7 @@ fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     ) {
-        return step("making mounts private", &e);
+        return Err(step("making mounts private", &e));
     }
     for dir in ["dev", "proc", "sys"] {
         let target = p.root.join(dir);
@@ -161,7 +192,7 @@ fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         ) {
-            return step(&format!("binding /{dir}"), &e);
+            return Err(step(&format!("binding /{dir}"), &e));
         }
     }
     for file in ["etc/resolv.conf", "etc/hosts"] {
@@ -187,42 +218,24 @@ fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
             MsFlags::MS_BIND,
             None::<&str>,
         ) {
-            return step(&format!("binding {}", host.display()), &e);
+            return Err(step(&format!("binding {}", host.display()), &e));
         }
     }
     if let Err(e) = nix::unistd::chroot(&p.root) {
-        return step("chroot", &e);
+        return Err(step("chroot", &e));
     }
     if let Err(e) = nix::unistd::chdir(p.cwd.as_c_str()) {
-        return step(&format!("working directory {:?}", p.cwd), &e);
+        return Err(step(&format!("working directory {:?}", p.cwd), &e));
     }
     if let Ok(null) = std::fs::File::open("/dev/null") {
         // SAFETY: dup2 onto stdin of this process.
         unsafe { libc::dup2(null.as_raw_fd(), 0) };
     }
-    let listener = match seccomp::install() {
-        Ok(fd) => fd,
-        Err(e) => return step("installing the seccomp filter", &e),
-    };
-    let fds = [listener.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    if let Err(e) = sendmsg::<()>(
-        sock,
-        &[io::IoSlice::new(b"L")],
-        &cmsg,
-        MsgFlags::empty(),
-        None,
-    ) {
-        return step("passing the seccomp listener", &e);
-    }
-    drop(listener);
-    let program = resolve(&p.argv[0], &p.env);
-    let e = nix::unistd::execve(&program, &p.argv, &p.env).unwrap_err();
-    step(&format!("cannot run {:?}", p.argv[0]), &e)
+    Ok(())
 }
 
 /// `argv[0]` searched on the step's PATH when it has no slash.
-fn resolve(arg0: &CString, env: &[CString]) -> CString {
+pub(super) fn resolve(arg0: &CString, env: &[CString]) -> CString {
     let name = arg0.to_string_lossy();
     if name.contains('/') {
         return arg0.clone();

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::copy::{copy_into, in_root};
 use super::deffile::{FileCopy, Script, Stage};
+use super::glob::{glob, has_wildcard};
 use super::owners::Owners;
 use super::runner::{self, Step};
+use super::userns::Userns;
 use super::{io, metadata, Error, Result};
 
 /// Where a stage runs.
@@ -20,6 +22,8 @@ pub struct StageDirs<'a> {
     pub context: &'a Path,
     /// Roots of the earlier stages, by name.
     pub stages: &'a HashMap<String, PathBuf>,
+    /// The user namespace of the steps.
+    pub userns: &'a Userns,
 }
 
 /// apt drops privileges to `_apt` and checks that it worked; with the seccomp fakes it did
@@ -84,16 +88,25 @@ pub fn run_stage(
     Ok(())
 }
 
-/// Runs the image's `/.singularity.d/test` (after the env scripts) in a build step.
-pub fn run_test(root: &Path, file: &str, line: usize) -> Result<()> {
+/// Runs the image's `/.singularity.d/test` (after the env scripts) in a build step, with the
+/// image's recorded `owners` on its files.
+pub fn run_test(
+    root: &Path,
+    file: &str,
+    line: usize,
+    userns: &Userns,
+    owners: &Owners,
+) -> Result<()> {
     let script = "for f in /.singularity.d/env/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; exec /bin/sh /.singularity.d/test";
     let step = Step {
         root,
         argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
         env: base_env(),
         cwd: "/".into(),
+        userns,
     };
-    let status = runner::run(&step, &mut Default::default()).map_err(io("running %test"))?;
+    // Changes %test makes to ownership are not kept: the image is packed with `owners`.
+    let status = run_owned(&step, &mut owners.clone()).map_err(io("running %test"))?;
     if status != 0 {
         return Err(Error::StepFailed {
             what: "%test".into(),
@@ -116,32 +129,67 @@ fn failed(dirs: &StageDirs, what: &str, line: usize, status: i32) -> Error {
 
 fn copy_files(copies: &[FileCopy], from_root: Option<&Path>, dirs: &StageDirs) -> Result<()> {
     for copy in copies {
-        let src = match from_root {
-            Some(r) => in_root(r, &copy.src),
-            None => dirs.context.join(&copy.src),
-        };
-        let dest_text = copy.dest.clone().unwrap_or_else(|| {
-            if from_root.is_some() || copy.src.starts_with('/') {
-                copy.src.clone()
-            } else {
-                format!("/{}", copy.src)
-            }
-        });
-        let dest = in_root(dirs.root, &dest_text);
-        if src.symlink_metadata().is_err() {
+        let matched = sources(copy, from_root, dirs.context);
+        let missing = matched.is_empty() || matched.iter().any(|m| m.symlink_metadata().is_err());
+        if missing {
             return Err(Error::Files {
                 file: dirs.file.to_string(),
                 line: copy.line,
                 message: format!("{}: no such file or directory", copy.src),
             });
         }
-        copy_into(&src, &dest, dest_text.ends_with('/')).map_err(|e| Error::Files {
-            file: dirs.file.to_string(),
-            line: copy.line,
-            message: format!("copying {} to {dest_text}: {e}", copy.src),
-        })?;
+        let several = matched.len() > 1;
+        for src in &matched {
+            let dest_text = match &copy.dest {
+                Some(d) => d.clone(),
+                None => own_path(src, &copy.src, from_root, dirs.context),
+            };
+            let dest = in_root(dirs.root, &dest_text);
+            let into_dir = copy.dest.is_some() && (several || dest_text.ends_with('/'));
+            copy_into(src, &dest, into_dir).map_err(|e| Error::Files {
+                file: dirs.file.to_string(),
+                line: copy.line,
+                message: format!("copying {} to {dest_text}: {e}", src.display()),
+            })?;
+        }
     }
     Ok(())
+}
+
+/// The paths a `%files` line copies: its source, or what its wildcards (`*`, `?`, `[…]`)
+/// match, as Apptainer expands them: on the host (relative to the working directory, or
+/// absolute), or in the root of the stage of `%files from`. Empty when a pattern matches
+/// nothing.
+pub fn sources(copy: &FileCopy, from_root: Option<&Path>, context: &Path) -> Vec<PathBuf> {
+    let (base, rel) = match from_root {
+        Some(root) => (root.to_path_buf(), in_root(Path::new("/"), &copy.src)),
+        None if copy.src.starts_with('/') => (PathBuf::from("/"), PathBuf::from(&copy.src)),
+        None => (context.to_path_buf(), PathBuf::from(&copy.src)),
+    };
+    let rel = rel.strip_prefix("/").map(Path::to_path_buf).unwrap_or(rel);
+    if !has_wildcard(&copy.src) {
+        return vec![base.join(rel)];
+    }
+    glob(&base, &rel)
+}
+
+/// Where a source without a destination goes: the same path in the image (a relative host
+/// path under `/`).
+fn own_path(src: &Path, text: &str, from_root: Option<&Path>, context: &Path) -> String {
+    if !has_wildcard(text) {
+        return if from_root.is_some() || text.starts_with('/') {
+            text.to_string()
+        } else {
+            format!("/{text}")
+        };
+    }
+    let base = match from_root {
+        Some(root) => root,
+        None if text.starts_with('/') => Path::new("/"),
+        None => context,
+    };
+    let rel = src.strip_prefix(base).unwrap_or(src);
+    format!("/{}", rel.display())
 }
 
 /// The environment of a step, as Apptainer gives `%post`.
@@ -184,8 +232,12 @@ fn base_env() -> Vec<(String, String)> {
     env
 }
 
-/// Runs `step` with the apt setting in place, carrying `owners` through it.
+/// Runs `step` in its user namespace mode, carrying `owners` through it: with real ids
+/// ([`super::subid`]), or with the seccomp fakes and the apt setting they need.
 pub(crate) fn run_owned(step: &Step, owners: &mut Owners) -> std::io::Result<i32> {
+    if let Userns::Subid(map) = step.userns {
+        return super::subid::run(step, map, owners);
+    }
     let apt_conf = step.root.join(APT_SANDBOX);
     let apt = apt_conf.parent().is_some_and(|d| d.is_dir())
         && !apt_conf.exists()
@@ -220,6 +272,7 @@ fn run_script(
         ],
         env: base_env(),
         cwd: cwd.to_string(),
+        userns: dirs.userns,
     };
     let result = run_owned(&step, owners);
     let status = result.map_err(io(format!("running {what}")))?;

@@ -30,6 +30,24 @@ pub struct RecipeArgs {
     /// Run every step, ignoring and not filling the build cache
     #[arg(long = "no-cache")]
     pub no_cache: bool,
+    /// Ids of %post/RUN: auto (subid where you have /etc/subuid and /etc/subgid ranges and
+    /// newuidmap, else seccomp), seccomp (chown faked and recorded), subid (real ids)
+    #[arg(long = "userns-mode", value_enum, default_value_t, value_name = "MODE")]
+    pub userns_mode: crate::build::userns::Requested,
+}
+
+/// The user namespace mode of the build's steps, said once.
+fn userns(args: &RecipeArgs, progress: &Progress) -> anyhow::Result<crate::build::userns::Userns> {
+    use crate::build::userns::Userns;
+    let mode = crate::build::userns::choose(args.userns_mode)?;
+    progress.say(&match &mode {
+        Userns::Seccomp => "steps run with one id (seccomp mode: ownership recorded)".to_string(),
+        Userns::Subid(m) => format!(
+            "steps run with real ids (subid mode: uids 1-{} are {}+, gids 1-{} are {}+)",
+            m.uids.1, m.uids.0, m.gids.1, m.gids.0
+        ),
+    });
+    Ok(mode)
 }
 
 fn step_cache(cache: &crate::cache::Cache, args: &RecipeArgs) -> crate::build::cache::StepCache {
@@ -122,6 +140,7 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
     if !args.sandbox && args.target.is_dir() {
         bail!("{} is a directory", args.target.display());
     }
+    let userns = userns(&args.recipe, progress)?;
     let cache = crate::cache::Cache::locate().context("locating the cache directory")?;
     let parent = cache.root().join("build");
     std::fs::create_dir_all(&parent)
@@ -173,6 +192,7 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
                 file,
                 context: &context,
                 stages: &roots,
+                userns: &userns,
             };
             let say = |what: &str| {
                 progress.clear();
@@ -190,7 +210,7 @@ pub fn build(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::Result<()> {
             if let Some(test) = &stage.test {
                 if !args.recipe.notest {
                     say("%test");
-                    crate::build::run_test(&root, file, test.line)?;
+                    crate::build::run_test(&root, file, test.line, &userns, &owners)?;
                 }
             }
         }
@@ -254,14 +274,21 @@ fn stage_key(
         match &files.from {
             Some(from) => k = key(&k, &[keys.get(from).map(String::as_bytes).unwrap_or(b"")]),
             None => {
-                let paths: Vec<PathBuf> =
-                    files.copies.iter().map(|c| context.join(&c.src)).collect();
+                let paths: Vec<PathBuf> = files
+                    .copies
+                    .iter()
+                    .flat_map(|c| crate::build::files_sources(c, None, context))
+                    .collect();
                 k = key(&k, &[content_hash(&paths).as_bytes()]);
             }
         }
     }
     for app in stage.apps.values() {
-        let paths: Vec<PathBuf> = app.files.iter().map(|c| context.join(&c.src)).collect();
+        let paths: Vec<PathBuf> = app
+            .files
+            .iter()
+            .flat_map(|c| crate::build::files_sources(c, None, context))
+            .collect();
         k = key(&k, &[content_hash(&paths).as_bytes()]);
     }
     k
@@ -358,6 +385,7 @@ pub fn build_dockerfile(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::R
     let context = context
         .canonicalize()
         .with_context(|| format!("build context {}", context.display()))?;
+    let userns = userns(&args.recipe, progress)?;
     let cache = crate::cache::Cache::locate().context("locating the cache directory")?;
     let parent = cache.root().join("build");
     std::fs::create_dir_all(&parent)
@@ -382,6 +410,7 @@ pub fn build_dockerfile(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::R
             bases: &bases,
             say: &say,
             cache: &steps,
+            userns: &userns,
         },
         &lines,
     )?;

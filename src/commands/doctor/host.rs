@@ -45,7 +45,8 @@ pub fn cgroup() -> Check {
 }
 
 /// Subordinate id ranges: rsing maps only the caller's own uid and gid (and uid 0 for
-/// `--fakeroot`), so it needs none; they are reported for sites comparing with Apptainer's
+/// `--fakeroot`), so it needs none to run; `rsing build` uses them where granted
+/// (`--userns-mode auto`), and they are reported for sites comparing with Apptainer's
 /// `--fakeroot`, which does use them.
 pub fn subuid(user: &str, uid: u32) -> Check {
     let ranges = |file: &str| -> Vec<String> {
@@ -70,8 +71,8 @@ pub fn subuid(user: &str, uid: u32) -> Check {
     Check::ok(
         "subuid",
         format!(
-            "subuid {} / subgid {}: not needed (rsing maps only your own ids; --fakeroot maps \
-             uid 0 to you)",
+            "subuid {} / subgid {}: not needed to run (rsing maps only your own ids; --fakeroot \
+             maps uid 0 to you); where granted, `rsing build` gives %post/RUN real ids",
             show(&u),
             show(&g)
         ),
