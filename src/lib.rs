@@ -17,6 +17,7 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod contract;
 pub mod convert;
 pub mod fuse;
 #[doc(hidden)]

@@ -15,7 +15,7 @@ mod report;
 
 /// Where injected libraries appear in the container (Apptainer's directory, which its images'
 /// `99-base.sh` already puts on LD_LIBRARY_PATH).
-pub const LIBS_DIR: &str = "/.singularity.d/libs";
+pub const LIBS_DIR: &str = crate::contract::LIBS_DIR;
 
 #[derive(Debug, clap::Args)]
 pub struct GpuArgs {
