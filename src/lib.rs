@@ -29,6 +29,7 @@ pub mod oci;
 pub mod registry;
 pub mod runtime;
 pub mod sif;
+pub mod siteconf;
 pub mod squashfs;
 pub mod tree;
 

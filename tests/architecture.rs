@@ -10,7 +10,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "commands",
         &[
             "image", "runtime", "tree", "squashfs", "sif", "oci", "registry", "convert", "cache",
-            "gpu", "lazy", "build", "contract",
+            "gpu", "lazy", "build", "contract", "siteconf",
         ],
     ),
     ("lazy", &["registry", "oci", "squashfs", "sif"]),
@@ -26,12 +26,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("fuse", &["squashfs"]),
     ("squashfs", &[]),
     ("sif", &[]),
+    // Site configuration: a leaf for launch policy; only `runtime::binds` (bind-spec syntax).
+    ("siteconf", &["runtime"]),
     // The Apptainer image contract: names and types only, over `sif`'s data types.
     ("contract", &["sif"]),
     // Fuzzing entry points (not the product): they drive the parsers of every layer.
     (
         "fuzzing",
-        &["commands", "convert", "oci", "sif", "squashfs"],
+        &["commands", "convert", "oci", "sif", "squashfs", "siteconf"],
     ),
 ];
 

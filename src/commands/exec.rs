@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use super::compat;
-use super::siteconf::{self, SiteConfig};
+use super::site::{self as siteconf, SiteConfig};
 use super::Global;
 use crate::image::{self, OpenedImage, Root};
 use crate::runtime::environ::{self, EnvLayers};

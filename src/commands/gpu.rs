@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::siteconf::{self, SiteConfig};
+use super::site::{self as siteconf, SiteConfig};
 use super::Global;
 use crate::gpu::{self, cdi, cdi_edits, select, Inventory, LibList};
 use crate::runtime::binds::BindSpec;
