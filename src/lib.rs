@@ -15,6 +15,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod civil;
 pub mod cli;
 pub mod commands;
 pub mod contract;
