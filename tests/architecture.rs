@@ -10,7 +10,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "commands",
         &[
             "image", "runtime", "tree", "squashfs", "sif", "oci", "registry", "convert", "cache",
-            "gpu", "lazy", "build", "contract", "siteconf", "civil",
+            "gpu", "lazy", "build", "contract", "siteconf", "civil", "launch",
+        ],
+    ),
+    // The launch assembler (commands → launch → runtime); the row is ready for the module.
+    (
+        "launch",
+        &[
+            "runtime", "image", "tree", "gpu", "siteconf", "contract", "squashfs", "cache",
         ],
     ),
     ("lazy", &["registry", "oci", "squashfs", "sif"]),
