@@ -42,6 +42,7 @@ pub mod fuse;
 pub mod fuzzing;
 pub mod gpu;
 pub mod image;
+pub mod launch;
 pub mod lazy;
 pub mod oci;
 pub mod registry;

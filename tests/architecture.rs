@@ -13,11 +13,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "gpu", "lazy", "build", "contract", "siteconf", "civil", "launch",
         ],
     ),
-    // The launch assembler (commands → launch → runtime); the row is ready for the module.
+    // The launch assembler (commands → launch → runtime).
     (
         "launch",
         &[
-            "runtime", "image", "tree", "gpu", "siteconf", "contract", "squashfs", "cache",
+            "runtime", "image", "tree", "squashfs", "gpu", "lazy", "siteconf", "contract",
         ],
     ),
     ("lazy", &["registry", "oci", "squashfs", "sif"]),

@@ -3,7 +3,7 @@
 
 pub mod build;
 pub mod cache;
-pub mod compat;
+pub use crate::launch::compat;
 pub mod doctor;
 pub mod exec;
 mod fetch;

@@ -1,48 +1,11 @@
-//! `--overlay` and `--writable` for `exec`/`run`/`shell`, and the `rsing overlay` commands
-//! (`create`, `seal`): see docs/overlays.md.
+//! The `rsing overlay` commands (`create`, `seal`): see docs/overlays.md. What `--overlay`
+//! does to a launch is [`crate::launch`]'s.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use super::exec::RuntimeArgs;
-use crate::image::{OpenedImage, Root};
-use crate::runtime::host::HostFacts;
-use crate::runtime::overlay::{self, Overlays};
-
-/// The overlay layers of a launch, and whether the image itself is written (`--writable`).
-pub fn for_launch(
-    args: &RuntimeArgs,
-    opened: &OpenedImage,
-    host: &HostFacts,
-) -> anyhow::Result<(Overlays, bool)> {
-    if args.writable {
-        let Root::Directory(dir) = &opened.root else {
-            bail!(
-                "--writable needs a sandbox directory, and {} is a read-only image file; use \
-                 --writable-tmpfs (changes discarded at exit) or --overlay DIR (changes kept in DIR)",
-                opened.path.display()
-            );
-        };
-        if nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
-            bail!(
-                "--writable: you cannot write to the sandbox {}; use --writable-tmpfs or \
-                 --overlay DIR",
-                dir.display()
-            );
-        }
-        if !args.overlay.is_empty() {
-            bail!("--writable and --overlay cannot be combined");
-        }
-    }
-    let requests: Vec<overlay::Request> = args
-        .overlay
-        .iter()
-        .map(|s| overlay::parse(s, &host.cwd))
-        .collect();
-    let overlays = overlay::open(&requests)?;
-    Ok((overlays, args.writable))
-}
+use crate::runtime::overlay;
 
 /// `rsing overlay …`
 #[derive(Debug, clap::Subcommand)]

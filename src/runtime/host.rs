@@ -20,6 +20,24 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
+    /// The value of the caller's environment variable `key`, if set.
+    pub fn var(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The ids the caller has inside the container: their own, or 0:0 with `--fakeroot`.
+    /// Decided here only; the plan, the user namespace and the image server's key use it.
+    pub fn ids_inside(&self, fakeroot: bool) -> (u32, u32) {
+        if fakeroot {
+            (0, 0)
+        } else {
+            (self.uid, self.gid)
+        }
+    }
+
     /// Reads the calling process's identity, home, working directory and environment.
     pub fn gather() -> std::io::Result<HostFacts> {
         let uid = getuid().as_raw();

@@ -37,7 +37,7 @@ pub fn run(init: i32, launch: &Launch, cwd: &str, home: &str) -> Result<i32, Err
     let root = open("root")?;
     let join = |fd: &OwnedFd, flag: CloneFlags, what: &str| {
         setns(fd, flag)
-            .map_err(|e| Error::Setup(format!("cannot join the instance's {what} namespace: {e}")))
+            .map_err(|e| Error::sys_on("cannot join the instance's", format!("{what} namespace"), e))
     };
     // Joining our own user namespace again is refused (EINVAL): an instance run without one.
     let own_user = std::fs::read_link("/proc/self/ns/user").ok();
@@ -48,15 +48,15 @@ pub fn run(init: i32, launch: &Launch, cwd: &str, home: &str) -> Result<i32, Err
     // The init's root, as `nsenter --root`: a mount namespace's own root may lie below it.
     nix::unistd::fchdir(&root)
         .and_then(|_| nix::unistd::chroot("."))
-        .map_err(|e| Error::Setup(format!("cannot enter the instance's root: {e}")))?;
+        .map_err(|e| Error::sys("cannot enter the instance's root", e))?;
     join(&pid, CloneFlags::CLONE_NEWPID, "PID")?;
-    process::block_supervised().map_err(|e| Error::Setup(format!("cannot block signals: {e}")))?;
+    process::block_supervised().map_err(|e| Error::sys("cannot block signals", e))?;
     // SAFETY: single-threaded (see above); the child only calls async-signal-safe functions
     // and allocation-free libc before execve, or _exit.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => exec(launch, cwd, home),
         Ok(ForkResult::Parent { child }) => Ok(process::supervise(child)),
-        Err(e) => Err(Error::Setup(format!("cannot fork into the instance: {e}"))),
+        Err(e) => Err(Error::sys("cannot fork into the instance", e)),
     }
 }
 

@@ -16,6 +16,8 @@
 
 pub mod binds;
 pub mod environ;
+pub mod error;
+mod base;
 mod helpers;
 pub mod host;
 pub mod identity;
@@ -30,7 +32,7 @@ mod userns;
 mod view;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use nix::sched::CloneFlags;
@@ -42,22 +44,7 @@ use crate::squashfs::Archive;
 /// again visible under /oldroot/tmp for binding.
 pub const BASE: &str = "/tmp";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{what}: {source}")]
-    Host {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Image(String),
-    #[error("{0}")]
-    Setup(String),
-    /// The payload failed after the fork; `code` is the exit status rsing should end with.
-    #[error("{message}")]
-    Payload { code: i32, message: String },
-}
+pub use error::Error;
 
 /// The image's root filesystem.
 pub enum RootSource {
@@ -69,90 +56,65 @@ pub enum RootSource {
     Shared(share::Joined),
 }
 
-/// Everything needed to start one container.
+/// Everything needed to start one container: where the image comes from, the plan (every
+/// step of the start), the command with its environment, the overlay layers to serve.
 pub struct Container {
     pub root: RootSource,
     /// Shown as the FUSE mount's source (e.g. the image path).
     pub fsname: String,
     pub plan: plan::Plan,
     pub launch: environ::Launch,
-    pub pid_ns: bool,
-    pub writable_tmpfs: bool,
-    /// `--overlay` layers (empty without the option).
+    /// `--overlay` layers (empty without the option): the SquashFS ones are served by this
+    /// process, the ext3 ones by fuse2fs helpers; their locks are held until rsing exits.
     pub overlays: overlay::Overlays,
-    /// `--writable` on a sandbox directory: the image is bound read-write.
-    pub writable: bool,
-    /// Size limit of the `--writable-tmpfs` tmpfs in MiB (site `sessiondir max size`): without
-    /// one, a container could fill the node's memory.
-    pub tmpfs_size_mib: u64,
-    /// `--pwd` was given: failing to enter it is an error, not a warning.
-    pub cwd_required: bool,
 }
 
 /// Runs the container to completion and returns the exit status rsing should end with.
 pub fn run(container: Container) -> Result<i32, Error> {
+    tracing::debug!("plan:\n{}", container.plan);
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::Setup(format!("cannot create a pipe: {e}")))?;
+        .map_err(|e| Error::sys("cannot create a pipe", e))?;
     let joined = match &container.root {
         RootSource::Shared(j) => Some(j),
         _ => None,
     };
     tracing::debug!(shared = joined.is_some(), "image server consulted");
-    process::block_supervised().map_err(|e| Error::Setup(format!("cannot block signals: {e}")))?;
+    process::block_supervised().map_err(|e| Error::sys("cannot block signals", e))?;
+    let plan = &container.plan;
     let dev_fuse = match (&joined, &container.root) {
         (Some(j), _) => {
-            nix::sched::setns(&j.userns, CloneFlags::CLONE_NEWUSER).map_err(|e| {
-                Error::Setup(format!(
-                    "cannot join the image server's user namespace: {e}"
-                ))
-            })?;
+            nix::sched::setns(&j.userns, CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| Error::sys("cannot join the image server's user namespace", e))?;
             nix::sched::unshare(CloneFlags::CLONE_NEWNS)
-                .map_err(|e| Error::Setup(format!("cannot create a mount namespace: {e}")))?;
+                .map_err(|e| Error::sys("cannot create a mount namespace", e))?;
             share::lend_namespace(j);
             None
         }
         (None, RootSource::Squashfs { .. }) => {
-            userns::enter(container.plan.uid_inside, container.plan.gid_inside)?;
+            userns::enter(plan.uid_inside, plan.gid_inside)?;
             // Opened inside the user namespace: the kernel refuses a FUSE mount whose
             // /dev/fuse file was opened under another user namespace.
             Some(open_dev_fuse()?)
         }
         (None, _) => {
-            userns::enter(container.plan.uid_inside, container.plan.gid_inside)?;
+            userns::enter(plan.uid_inside, plan.gid_inside)?;
             None
         }
     };
     // Opened inside the user namespace, like the image's.
-    let layer_fuse: Vec<(usize, OwnedFd)> = container
-        .overlays
-        .squashfs_layers()
-        .map(|(i, _)| open_dev_fuse().map(|fd| (i, fd)))
+    let layer_fuse: Vec<(usize, OwnedFd)> = plan
+        .fuse_layers()
+        .map(|i| open_dev_fuse().map(|fd| (i, fd)))
         .collect::<Result<_, _>>()?;
-    prepare_base(&container)?;
+    let served = Served {
+        image: dev_fuse.as_ref(),
+        joined,
+        layers: &layer_fuse,
+    };
+    for op in &plan.base {
+        base::apply(op, &container, &served)?;
+    }
     tracing::debug!("base prepared");
-    for (i, fd) in &layer_fuse {
-        let given = &container.overlays.lower[*i].given;
-        crate::fuse::mount(
-            fd,
-            Path::new(&format!("{BASE}/layers/{i}")),
-            given,
-            container.plan.uid_inside,
-            container.plan.gid_inside,
-        )
-        .map_err(|e| Error::Setup(format!("cannot mount overlay {given} with FUSE: {e}")))?;
-    }
-    if let Some(j) = &joined {
-        share::attach(&j.mount, Path::new(&format!("{BASE}/image"))).map_err(Error::Setup)?;
-    } else if let (Some(fd), RootSource::Squashfs { .. }) = (&dev_fuse, &container.root) {
-        crate::fuse::mount(
-            fd,
-            Path::new(&format!("{BASE}/image")),
-            &container.fsname,
-            container.plan.uid_inside,
-            container.plan.gid_inside,
-        )
-        .map_err(|e| Error::Setup(format!("cannot mount the image with FUSE: {e}")))?;
-    }
     // fuse2fs and fuse-overlayfs start after the fork, once the image is served; the payload
     // waits for them on `gate` before it builds the root.
     let needs_helpers = helpers::needed(&container.overlays);
@@ -160,7 +122,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
         helpers::prepare_root().map_err(Error::Setup)?;
     }
     let (gate_read, gate_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::Setup(format!("cannot create a pipe: {e}")))?;
+        .map_err(|e| Error::sys("cannot create a pipe", e))?;
     let gate = needs_helpers.then(|| gate_read.as_raw_fd());
     let supervisor = nix::unistd::getpid();
     // This process serves FUSE to the payload only for an unshared SquashFS image; a
@@ -168,7 +130,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
     // can borrow this process's memory until it execs.
     let serves_fuse =
         matches!(container.root, RootSource::Squashfs { .. }) || !layer_fuse.is_empty();
-    let how = if serves_fuse || container.pid_ns || needs_helpers {
+    let how = if serves_fuse || plan.pid_ns || needs_helpers {
         process::Spawn::Fork
     } else {
         process::Spawn::SharedMemory
@@ -199,12 +161,11 @@ pub fn run(container: Container) -> Result<i32, Error> {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     // No other thread exists yet (the FUSE workers start after the fork).
-    let child =
-        process::spawn(how, &mut payload).map_err(|e| Error::Setup(format!("cannot fork: {e}")))?;
+    let child = process::spawn(how, &mut payload).map_err(|e| Error::sys("cannot fork", e))?;
     drop(report_write);
     if let (Some(fd), RootSource::Squashfs { archive }) = (dev_fuse, &container.root) {
         crate::fuse::serve(archive.clone(), fd, false, &container.fsname)
-            .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
+            .map_err(|e| Error::sys("cannot start the FUSE server", error::errno_of(&e)))?;
     }
     let archives: Vec<_> = container
         .overlays
@@ -213,7 +174,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
         .collect();
     for ((_, fd), archive) in layer_fuse.into_iter().zip(archives) {
         crate::fuse::serve(archive, fd, false, &container.fsname)
-            .map_err(|e| Error::Setup(format!("cannot start the FUSE server: {e}")))?;
+            .map_err(|e| Error::sys("cannot start the FUSE server", error::errno_of(&e)))?;
     }
     drop(gate_read);
     let helpers = if needs_helpers {
@@ -243,78 +204,23 @@ pub fn run(container: Container) -> Result<i32, Error> {
     }
 }
 
+/// The FUSE descriptors and the joined server the base's mount steps use.
+struct Served<'a> {
+    /// /dev/fuse for rsing's own mount of the image (not joined).
+    image: Option<&'a OwnedFd>,
+    joined: Option<&'a share::Joined>,
+    /// /dev/fuse per SquashFS overlay layer, by layer index.
+    layers: &'a [(usize, OwnedFd)],
+}
+
 pub(crate) fn open_dev_fuse() -> Result<OwnedFd, Error> {
-    let fd = nix::fcntl::open(
+    nix::fcntl::open(
         "/dev/fuse",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| {
-        Error::Setup(format!(
-            "cannot open /dev/fuse: {e} (the fuse module must be loaded and /dev/fuse mode 0666)"
-        ))
-    })?;
-    Ok(fd)
-}
-
-/// Mounts rsing's tmpfs at [`BASE`] and fills it: the
-/// mount-point stubs, the generated files and the directories the payload mounts onto.
-fn prepare_base(c: &Container) -> Result<(), Error> {
-    let setup = |what: &str, e: &dyn std::fmt::Display| Error::Setup(format!("{what}: {e}"));
-    // No `mount --make-rslave /`: in a mount namespace owned by a less privileged user
-    // namespace than its parent's, the kernel has already turned shared mounts into slaves, so
-    // nothing mounted here propagates to the host.
-
-    mounts::tmpfs(Path::new(BASE), 0o755).map_err(|e| setup("rsing's tmpfs", &e))?;
-    // The overlay's upper and work directories only when the root is writable: every mkdir
-    // here is part of each start.
-    let writable: &[&str] = if c.writable_tmpfs {
-        &["rw", "rw/upper", "rw/work"]
-    } else {
-        &[]
-    };
-    let layers: Vec<String> = match c.overlays.squashfs_layers().count() {
-        0 => Vec::new(),
-        _ => std::iter::once("layers".to_string())
-            .chain(
-                c.overlays
-                    .squashfs_layers()
-                    .map(|(i, _)| format!("layers/{i}")),
-            )
-            .collect(),
-    };
-    for dir in ["image", "newroot", "oldroot", "stubs", "files"]
-        .iter()
-        .chain(writable)
-        .map(|d| d.to_string())
-        .chain(layers)
-    {
-        std::fs::create_dir(format!("{BASE}/{dir}"))
-            .map_err(|e| setup(&format!("cannot create {BASE}/{dir}"), &e))?;
-        if dir == "rw" {
-            mounts::tmpfs_sized(Path::new(&format!("{BASE}/rw")), 0o755, c.tmpfs_size_mib)
-                .map_err(|e| setup("the --writable-tmpfs tmpfs", &e))?;
-        }
-    }
-    for (name, content) in &c.plan.files {
-        std::fs::write(format!("{BASE}/files/{name}"), content)
-            .map_err(|e| setup(&format!("cannot write {name}"), &e))?;
-    }
-    for stub in &c.plan.stubs {
-        let mut p = format!("{BASE}/stubs").into_bytes();
-        p.extend_from_slice(&stub.path);
-        let p = PathBuf::from(std::ffi::OsString::from(
-            String::from_utf8_lossy(&p).into_owned(),
-        ));
-        let made = if stub.dir {
-            std::fs::create_dir_all(&p)
-        } else {
-            p.parent()
-                .map(std::fs::create_dir_all)
-                .unwrap_or(Ok(()))
-                .and_then(|_| std::fs::write(&p, b""))
-        };
-        made.map_err(|e| setup(&format!("cannot create mount point {}", p.display()), &e))?;
-    }
-    Ok(())
+        Error::sys_on("cannot open", "/dev/fuse", e)
+            .hint("the fuse module must be loaded and /dev/fuse mode 0666")
+    })
 }

@@ -14,8 +14,9 @@ use nix::unistd::{chdir, fork, pivot_root, ForkResult, Pid};
 
 use super::mounts::{self, NEWROOT, OLDROOT};
 use super::overlay;
+use super::plan::{RootOp, Stub};
 use super::process::{self, Reporter};
-use super::{Container, RootSource, BASE};
+use super::{Container, BASE};
 
 /// Exit code for a command that cannot be found, as shells use.
 const NOT_FOUND: i32 = 127;
@@ -53,21 +54,19 @@ pub fn run(
         }
         unsafe { libc::close(fd) };
     }
-    let report = if container.pid_ns {
+    let report = if container.plan.pid_ns {
         enter_pid_namespace(report)
     } else {
         report
     };
-    let fail = |msg: String| -> ! { report.fail(SETUP_FAILED, &msg) };
     tracing::debug!("payload started");
-    if let Err(e) = build_root(container) {
-        fail(e);
+    for op in &container.plan.root {
+        if let Err(e) = apply(op) {
+            report.fail(SETUP_FAILED, &e);
+        }
     }
     tracing::debug!("container root built");
-    if let Err(e) = enter_cwd(container) {
-        fail(e);
-    }
-    if container.pid_ns {
+    if container.plan.pid_ns {
         become_init_then_exec(container, report)
     }
     exec(container, &report)
@@ -106,140 +105,108 @@ fn fork_supervised(report: Reporter, what: &str) -> Reporter {
     }
 }
 
-/// First pivot (host under /oldroot), root assembly, mounts, second
-/// pivot into the container root.
-fn build_root(c: &Container) -> Result<(), String> {
-    // No nested mount namespace: pivot_root also moves the supervisor's root into the
-    // container, which is fine, because after the fork the supervisor uses no paths (it serves
-    // FUSE from an open fd, and reads pipes and signals). Copying the mount tree would cost a
-    // few tens of microseconds on every start.
-    let oldroot = format!("{BASE}{OLDROOT}");
-    pivot_root(BASE, oldroot.as_str()).map_err(|e| format!("pivot_root into {BASE}: {e}"))?;
-    chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-
-    if let RootSource::Directory(dir) = &c.root {
-        let src = Path::new(OLDROOT).join(dir.strip_prefix("/").unwrap_or(dir));
-        mounts::bind(&src, Path::new("/image"), false, &dir.to_string_lossy())?;
-    }
-    assemble_root(c)?;
-    for op in &c.plan.ops {
-        mounts::apply(op)?;
-    }
-    chdir(NEWROOT).map_err(|e| format!("chdir {NEWROOT}: {e}"))?;
-    pivot_root(".", ".").map_err(|e| format!("pivot_root into the container: {e}"))?;
-    // Detaching rsing's tmpfs takes everything mounted below it along, the host's root at
-    // /oldroot included: one umount instead of two.
-    umount2(".", MntFlags::MNT_DETACH)
-        .map_err(|e| format!("cannot detach rsing's tmpfs and the host root: {e}"))?;
-    Ok(())
-}
-
-/// The container root at /newroot: the image, with the stub layer (mount points the image
-/// lacks) overlaid only on the directories that need it. Overlayfs costs on every lookup
-/// through it (a Python import does thousands), so the image is bound directly where it can be;
-/// a stub right under /, `--writable-tmpfs` or `--overlay` puts the overlay over the whole root.
-fn assemble_root(c: &Container) -> Result<(), String> {
-    if c.writable {
-        return writable_sandbox(c);
-    }
-    let anchors = &c.plan.stub_anchors;
-    let whole_root =
-        c.writable_tmpfs || !c.overlays.is_empty() || anchors.iter().any(|a| a == b"/");
-    if whole_root {
-        let persistent = c.overlays.upper.as_ref().map(|u| {
-            let dir = Path::new(OLDROOT).join(u.dir.strip_prefix("/").unwrap_or(&u.dir));
-            (
-                dir.join("upper").to_string_lossy().into_owned(),
-                dir.join("work").to_string_lossy().into_owned(),
-            )
-        });
-        let upper = match &persistent {
-            Some((up, work)) => Some((up.as_str(), work.as_str())),
-            None => c.writable_tmpfs.then_some(("/rw/upper", "/rw/work")),
-        };
-        let mut lower = Vec::new();
-        if !c.plan.stubs.is_empty() {
-            lower.push("/stubs".to_string());
+/// Carries out one step of the plan's root part. No nested mount namespace is made: the first
+/// pivot_root also moves the supervisor's root into the container, which is fine, because
+/// after the fork the supervisor uses no paths (it serves FUSE from an open fd, and reads
+/// pipes and signals); copying the mount tree would cost tens of microseconds on every start.
+fn apply(op: &RootOp) -> Result<(), String> {
+    match op {
+        RootOp::EnterBase => {
+            let oldroot = format!("{BASE}{OLDROOT}");
+            pivot_root(BASE, oldroot.as_str())
+                .map_err(|e| format!("pivot_root into {BASE}: {e}"))?;
+            chdir("/").map_err(|e| format!("chdir /: {e}"))
         }
-        lower.extend(
-            c.overlays
-                .lower_dirs("", OLDROOT, super::helpers::EXT_AFTER_PIVOT),
-        );
-        lower.push("/image".to_string());
-        // user.overlay.* xattrs: the only ones a user namespace can write (opaque directories
-        // in a kept upper layer) and read back from a kept layer stacked read-only.
-        let userxattr = !c.overlays.is_empty();
-        return mounts::overlay(&lower, upper, NEWROOT, userxattr).map_err(|e| {
-            match &c.overlays.upper {
-                Some(u) => overlay::refused(u, &e),
+        RootOp::BindImageDir(dir) => {
+            let src = Path::new(OLDROOT).join(dir.strip_prefix("/").unwrap_or(dir));
+            mounts::bind(&src, Path::new("/image"), false, &dir.to_string_lossy())
+        }
+        RootOp::Overlay {
+            lower,
+            upper,
+            target,
+            userxattr,
+            kept,
+        } => {
+            let upper = upper.as_ref().map(|(u, w)| (u.as_str(), w.as_str()));
+            mounts::overlay(lower, upper, target, *userxattr).map_err(|e| match kept {
+                Some((dir, given)) => overlay::refused(
+                    &overlay::Upper {
+                        dir: dir.clone(),
+                        given: given.clone(),
+                    },
+                    &e,
+                ),
                 None => e,
-            }
-        });
+            })
+        }
+        RootOp::BindImage { readonly } => {
+            mounts::bind(Path::new("/image"), Path::new(NEWROOT), *readonly, "the image")
+        }
+        RootOp::SandboxStub(stub) => sandbox_stub(stub),
+        RootOp::Mount(m) => mounts::apply(m),
+        RootOp::EnterContainer => {
+            chdir(NEWROOT).map_err(|e| format!("chdir {NEWROOT}: {e}"))?;
+            pivot_root(".", ".").map_err(|e| format!("pivot_root into the container: {e}"))?;
+            // Detaching rsing's tmpfs takes everything mounted below it along, the host's
+            // root at /oldroot included: one umount instead of two.
+            umount2(".", MntFlags::MNT_DETACH)
+                .map_err(|e| format!("cannot detach rsing's tmpfs and the host root: {e}"))
+        }
+        RootOp::Chdir {
+            dir,
+            home,
+            required,
+        } => enter_cwd(dir, home, *required),
     }
-    mounts::bind(Path::new("/image"), Path::new(NEWROOT), true, "the image")?;
-    for anchor in anchors {
-        let dir = String::from_utf8_lossy(anchor);
-        let stubs = format!("/stubs{dir}");
-        let target = format!("{NEWROOT}{dir}");
-        mounts::overlay(&[stubs, target.clone()], None, &target, false)?;
-    }
-    Ok(())
 }
 
-/// `--writable` on a sandbox directory the caller owns: the image is bound read-write, and the
-/// mount points it lacks are created in it (an overlay would make their directories read-only).
-fn writable_sandbox(c: &Container) -> Result<(), String> {
-    mounts::bind(Path::new("/image"), Path::new(NEWROOT), false, "the image")?;
-    for stub in &c.plan.stubs {
-        let mut p = NEWROOT.as_bytes().to_vec();
-        p.extend_from_slice(&stub.path);
-        let p = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&p));
-        let made = if stub.dir {
-            std::fs::create_dir_all(&p)
-        } else {
-            p.parent()
-                .map(std::fs::create_dir_all)
-                .unwrap_or(Ok(()))
-                .and_then(|_| {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&p)
-                })
-                .map(drop)
-        };
-        made.map_err(|e| {
-            format!(
-                "cannot create mount point {} in the writable sandbox: {e}",
-                String::from_utf8_lossy(&stub.path)
-            )
-        })?;
-    }
-    Ok(())
+/// `--writable` on a sandbox directory the caller owns: the mount points it lacks are created
+/// in it (an overlay would make their directories read-only).
+fn sandbox_stub(stub: &Stub) -> Result<(), String> {
+    let mut p = NEWROOT.as_bytes().to_vec();
+    p.extend_from_slice(&stub.path);
+    let p = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&p));
+    let made = if stub.dir {
+        std::fs::create_dir_all(&p)
+    } else {
+        p.parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|_| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)
+            })
+            .map(drop)
+    };
+    made.map_err(|e| {
+        format!(
+            "cannot create mount point {} in the writable sandbox: {e}",
+            String::from_utf8_lossy(&stub.path)
+        )
+    })
 }
 
-fn enter_cwd(c: &Container) -> Result<(), String> {
-    if chdir(c.plan.cwd.as_str()).is_ok() {
+fn enter_cwd(cwd: &str, home: &str, required: bool) -> Result<(), String> {
+    if chdir(cwd).is_ok() {
         return Ok(());
     }
-    if c.cwd_required {
+    if required {
         return Err(format!(
-            "cannot change to working directory {} in the container",
-            c.plan.cwd
+            "cannot change to working directory {cwd} in the container"
         ));
     }
     // Say where the command really starts: the home directory may be missing too (--contain
     // --no-home), and then it is /.
-    let fallback = if c.plan.cwd != c.plan.home && chdir(c.plan.home.as_str()).is_ok() {
-        c.plan.home.as_str()
+    let fallback = if cwd != home && chdir(home).is_ok() {
+        home
     } else {
         let _ = chdir("/");
         "/"
     };
-    eprintln!(
-        "rsing: warning: {} is not available in the container, starting in {fallback}",
-        c.plan.cwd
-    );
+    eprintln!("rsing: warning: {cwd} is not available in the container, starting in {fallback}");
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 
 use nix::sched::{unshare, CloneFlags};
 
-use super::Error;
+use super::error::{errno_of, Error};
 
 /// Unshares user + mount namespaces and maps the caller's ids one-to-one: the caller
 /// keeps their uid and gid inside (or appears as 0 with `--fakeroot`). `setgroups` is denied,
@@ -11,10 +11,10 @@ pub fn enter(uid_inside: u32, gid_inside: u32) -> Result<(), Error> {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(|e| {
-        Error::Setup(format!(
-            "cannot create a user namespace: {e} (unprivileged user namespaces must be enabled: \
-             sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)"
-        ))
+        Error::sys("cannot create a user namespace", e).hint(
+            "unprivileged user namespaces must be enabled: sysctl \
+             kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0",
+        )
     })?;
     write_proc("/proc/self/setgroups", "deny")?;
     write_proc("/proc/self/uid_map", &format!("{uid_inside} {uid} 1"))?;
@@ -23,5 +23,5 @@ pub fn enter(uid_inside: u32, gid_inside: u32) -> Result<(), Error> {
 }
 
 fn write_proc(path: &str, text: &str) -> Result<(), Error> {
-    std::fs::write(path, text).map_err(|e| Error::Setup(format!("cannot write {path}: {e}")))
+    std::fs::write(path, text).map_err(|e| Error::sys_on("cannot write", path, errno_of(&e)))
 }

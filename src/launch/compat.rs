@@ -5,7 +5,7 @@
 
 use anyhow::bail;
 
-use super::exec::RuntimeArgs;
+use super::options::UserOptions;
 
 /// Prefixes of the variables that name one setting, strongest first.
 const PREFIXES: [&str; 3] = ["RSING_", "APPTAINER_", "SINGULARITY_"];
@@ -46,7 +46,7 @@ pub fn bind_list(env: &[(String, String)]) -> Option<String> {
 /// Sets the action flags the command line left unset from their variables (`APPTAINER_CONTAIN=1`
 /// is `--contain`, `APPTAINER_HOME=/x` is `--home /x`, ...). Returns notes for the user.
 pub fn apply_flag_variables(
-    args: &mut RuntimeArgs,
+    args: &mut UserOptions,
     env: &[(String, String)],
 ) -> anyhow::Result<Vec<String>> {
     let mut notes = Vec::new();
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn flag_variables() {
-        let mut args = RuntimeArgs::default();
+        let mut args = UserOptions::default();
         let e = env(&[
             ("APPTAINER_CONTAIN", "1"),
             ("SINGULARITY_CLEANENV", "true"),
@@ -157,7 +157,7 @@ mod tests {
         assert!(args.contain && args.cleanenv && !args.nv);
         assert_eq!(args.home.as_deref(), Some("/h"));
         let bad = env(&[("APPTAINER_CONTAIN", "maybe")]);
-        let err = apply_flag_variables(&mut RuntimeArgs::default(), &bad).unwrap_err();
+        let err = apply_flag_variables(&mut UserOptions::default(), &bad).unwrap_err();
         assert!(err.to_string().contains("APPTAINER_CONTAIN"));
     }
 
