@@ -16,6 +16,12 @@
 //! the same bytes.
 use std::process::Command;
 
+// The crate's own date code (a build script cannot use the crate it builds; the file names
+// nothing else in it). Only `Utc::at` and `date` are used here.
+#[allow(dead_code)]
+#[path = "src/civil.rs"]
+mod civil;
+
 fn main() {
     let target = |key: &str| std::env::var(key).unwrap_or_default();
     // Only for glibc: the musl target links a static PIE (rcrt1.o), which crashes at start
@@ -103,20 +109,8 @@ fn version_facts() {
     println!("cargo:rustc-env=RSING_BUILD_PROFILE={profile}");
     println!("cargo:rustc-env=RSING_FEATURES={}", features.join(" "));
     println!("cargo:rustc-env=RSING_GIT_COMMIT={commit}");
-    println!("cargo:rustc-env=RSING_BUILD_DATE={}", civil_date(epoch));
-}
-
-/// `YYYY-MM-DD` (UTC) of a Unix time, by Howard Hinnant's civil-from-days algorithm (no date
-/// crate for one line of output).
-fn civil_date(epoch: i64) -> String {
-    let z = epoch.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    println!(
+        "cargo:rustc-env=RSING_BUILD_DATE={}",
+        civil::Utc::at(epoch).date()
+    );
 }

@@ -5,27 +5,17 @@
 
 use crate::fixtures::{Fixture, BUSYBOX};
 use crate::util::oci::{self, Layout};
-use crate::util::registry::{TestRegistry, REGISTRY_TOOLS};
+use crate::util::registry::TestRegistry;
 use crate::util::{have_tools, sha256_file, RsingCmd, TestEnv};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A registry holding the busybox image as `busybox:1`; its layer digests and the URI.
 fn busybox_registry(t: &TestEnv) -> Option<(TestRegistry, oci::Written, String)> {
-    let sandbox = crate::fixtures::get(Fixture::Sandbox)?;
-    if !have_tools(REGISTRY_TOOLS) {
-        return None;
-    }
-    let registry = TestRegistry::start(&t.dir.join("registry"), None);
-    let layout = Layout::create(&t.dir.join("layout"));
-    let written = layout.add_image("1", &oci::busybox_image(&sandbox));
-    registry.push_layout(&layout.dir, "1", "busybox:1");
-    let uri = format!("docker://{}", registry.reference("busybox:1"));
-    Some((registry, written, uri))
+    crate::util::setup::busybox_registry(t, None)
 }
 
 fn rsing(t: &TestEnv, cache: &Path) -> RsingCmd {
-    t.rsing().env("RSING_CACHEDIR", cache)
+    t.rsing_cached(cache)
 }
 
 /// Every cache entry is intact: each blob hashes to its name, each image is a SIF that the

@@ -18,9 +18,7 @@ const SIF_CONFIG: &str = "application/vnd.sylabs.sif.config.v1+json";
 /// `rsing` with the cache at `<test dir>/<cache>`, small chunks (the busybox image is ~1 MB,
 /// so that "fetched before the command ends" means something), and credentials when given.
 fn rsing(t: &TestEnv, cache: &str) -> RsingCmd {
-    t.rsing()
-        .env("RSING_CACHEDIR", t.dir.join(cache))
-        .env("RSING_LAZY_CHUNK_KIB", "16")
+    t.rsing_cached(cache).env("RSING_LAZY_CHUNK_KIB", "16")
 }
 
 fn with_auth(cmd: RsingCmd) -> RsingCmd {
@@ -218,18 +216,33 @@ fn pushed(t: &TestEnv, registry: &TestRegistry, sif: &Path, repo_tag: &str, auth
     uri
 }
 
+/// The big SIF pushed to a fresh registry as `repo_tag` (with basic auth for `auth`): the
+/// registry, the SIF and its `oras://` URI; `None` (a skip) without the prerequisites.
+fn pushed_big_sif(
+    t: &TestEnv,
+    repo_tag: &str,
+    auth: bool,
+) -> Option<(TestRegistry, PathBuf, String)> {
+    prerequisites()?;
+    let sif = big_sif(t)?;
+    let registry = TestRegistry::start(&t.dir.join("registry"), auth.then_some((USER, PASSWORD)));
+    let uri = pushed(t, &registry, &sif, repo_tag, auth);
+    Some((registry, sif, uri))
+}
+
+/// A proxy in front of `registry` (it counts requests and can drop them) and `uri` through it.
+fn through_proxy(registry: &TestRegistry, uri: &str) -> (HttpServer, String) {
+    let proxy = HttpServer::start(Backend::Proxy(registry.addr.clone()));
+    let through = uri.replace(&registry.addr, &proxy.addr);
+    (proxy, through)
+}
+
 fn lazy_exec_round(auth: bool) {
     let t = TestEnv::new();
-    let Some(_) = prerequisites() else {
+    let Some((registry, sif, direct)) = pushed_big_sif(&t, "lazy/big:1", auth) else {
         return;
     };
-    let Some(sif) = big_sif(&t) else {
-        return;
-    };
-    let registry = TestRegistry::start(&t.dir.join("registry"), auth.then_some((USER, PASSWORD)));
-    let direct = pushed(&t, &registry, &sif, "lazy/big:1", auth);
-    let proxy = HttpServer::start(Backend::Proxy(registry.addr.clone()));
-    let uri = direct.replace(&registry.addr, &proxy.addr);
+    let (proxy, uri) = through_proxy(&registry, &direct);
     let size = std::fs::metadata(&sif).unwrap().len();
     let hex = hex_of(&sif);
     // Without the background download: what the start itself reads. /big (3 MiB of ~5) is not
@@ -278,16 +291,10 @@ fn lazy_exec_from_the_registry_with_basic_auth() {
 #[test]
 fn dropped_connections_are_retried_and_lasting_failures_are_eio() {
     let t = TestEnv::new();
-    let Some(_) = prerequisites() else {
+    let Some((registry, _sif, direct)) = pushed_big_sif(&t, "lazy/drop:1", false) else {
         return;
     };
-    let Some(sif) = big_sif(&t) else {
-        return;
-    };
-    let registry = TestRegistry::start(&t.dir.join("registry"), None);
-    let direct = pushed(&t, &registry, &sif, "lazy/drop:1", false);
-    let proxy = HttpServer::start(Backend::Proxy(registry.addr.clone()));
-    let uri = direct.replace(&registry.addr, &proxy.addr);
+    let (proxy, uri) = through_proxy(&registry, &direct);
     // In-process serving without the background download: reads are all there is.
     let run = |cmd: &[&str]| {
         rsing(&t, "cache")
@@ -332,14 +339,9 @@ fn dropped_connections_are_retried_and_lasting_failures_are_eio() {
 #[test]
 fn a_digest_mismatch_after_the_download_is_refused_and_removed() {
     let t = TestEnv::new();
-    let Some(_) = prerequisites() else {
+    let Some((registry, sif, uri)) = pushed_big_sif(&t, "lazy/bad:1", false) else {
         return;
     };
-    let Some(sif) = big_sif(&t) else {
-        return;
-    };
-    let registry = TestRegistry::start(&t.dir.join("registry"), None);
-    let uri = pushed(&t, &registry, &sif, "lazy/bad:1", false);
     let hex = hex_of(&sif);
     // A byte of /big changes in the registry's storage: the start does not read it, the
     // background download does.
@@ -389,16 +391,10 @@ fn a_digest_mismatch_after_the_download_is_refused_and_removed() {
 #[test]
 fn concurrent_lazy_starts_fetch_each_block_once() {
     let t = TestEnv::new();
-    let Some(_) = prerequisites() else {
+    let Some((registry, sif, direct)) = pushed_big_sif(&t, "lazy/eight:1", false) else {
         return;
     };
-    let Some(sif) = big_sif(&t) else {
-        return;
-    };
-    let registry = TestRegistry::start(&t.dir.join("registry"), None);
-    let direct = pushed(&t, &registry, &sif, "lazy/eight:1", false);
-    let proxy = HttpServer::start(Backend::Proxy(registry.addr.clone()));
-    let uri = direct.replace(&registry.addr, &proxy.addr);
+    let (proxy, uri) = through_proxy(&registry, &direct);
     let running: Vec<_> = (0..8)
         .map(|i| {
             rsing(&t, "cache")

@@ -21,22 +21,15 @@ fn prerequisites() -> Option<PathBuf> {
     have_tools(REGISTRY_TOOLS).then_some(sandbox)
 }
 
-/// A registry (with basic auth for `auth`) holding the one-layer busybox image as
-/// `busybox:1`, the digests written, and `docker://127.0.0.1:PORT/busybox:1`; `None` (a skip)
-/// when a prerequisite is missing.
+/// The busybox registry of [`crate::util::setup::busybox_registry`], with basic auth for
+/// `auth`.
 fn busybox_registry(t: &TestEnv, auth: bool) -> Option<(TestRegistry, oci::Written, String)> {
-    let sandbox = prerequisites()?;
-    let registry = TestRegistry::start(&t.dir.join("registry"), auth.then_some((USER, PASSWORD)));
-    let layout = Layout::create(&t.dir.join("layout"));
-    let written = layout.add_image("1", &oci::busybox_image(&sandbox));
-    registry.push_layout(&layout.dir, "1", "busybox:1");
-    let uri = format!("docker://{}", registry.reference("busybox:1"));
-    Some((registry, written, uri))
+    crate::util::setup::busybox_registry(t, auth.then_some((USER, PASSWORD)))
 }
 
 /// `rsing` with the cache at `<test dir>/<cache>`.
 fn rsing(t: &TestEnv, cache: &str) -> RsingCmd {
-    t.rsing().env("RSING_CACHEDIR", t.dir.join(cache))
+    t.rsing_cached(cache)
 }
 
 /// Files under `<cache>/<sub>` with their inode and mtime (ns); empty if there is no such dir.

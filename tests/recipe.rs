@@ -11,10 +11,20 @@ pub(crate) const DEBIAN: &str = "/var/cache/rsing-test/debian";
 
 /// `rsing build` with a per-test cache.
 pub(crate) fn build(t: &TestEnv) -> crate::util::RsingCmd {
-    t.rsing()
-        .env("RSING_CACHEDIR", t.dir.join("cache"))
+    t.rsing_cached("cache")
         .timeout(std::time::Duration::from_secs(600))
         .arg("build")
+}
+
+/// Whether the local Debian base and unsquashfs are there (else a visible skip).
+fn debian_base() -> bool {
+    let there = Path::new(DEBIAN).join("index.json").exists() && have_tools(&["unsquashfs"]);
+    if !there {
+        missing(&format!(
+            "{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"
+        ));
+    }
+    there
 }
 
 pub(crate) fn p(path: &Path) -> String {
@@ -262,10 +272,7 @@ fn bad_recipes_fail_with_one_error_and_leave_nothing() {
 #[test]
 fn apt_get_install_useradd_and_chown_on_debian() {
     let t = TestEnv::new();
-    if !Path::new(DEBIAN).join("index.json").exists() || !have_tools(&["unsquashfs"]) {
-        missing(&format!(
-            "{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"
-        ));
+    if !debian_base() {
         return;
     }
     let def = t.write(
@@ -323,10 +330,7 @@ echo 'export FROM_POST=yes' >> $APPTAINER_ENVIRONMENT\n\n\
 #[test]
 fn dockerfile_two_stages_apt_copy_chown_entrypoint() {
     let t = TestEnv::new();
-    if !Path::new(DEBIAN).join("index.json").exists() || !have_tools(&["unsquashfs"]) {
-        missing(&format!(
-            "{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"
-        ));
+    if !debian_base() {
         return;
     }
     t.write(
@@ -460,10 +464,7 @@ fn bad_dockerfiles_fail_with_one_error_and_leave_nothing() {
 #[test]
 fn definitions_examples_build_and_run() {
     let t = TestEnv::new();
-    if !Path::new(DEBIAN).join("index.json").exists() || !have_tools(&["unsquashfs"]) {
-        missing(&format!(
-            "{DEBIAN} (made by tests/services/debian-base.sh) or unsquashfs"
-        ));
+    if !debian_base() {
         return;
     }
     let Some(sif) = crate::fixtures::get(Fixture::Sif) else {
@@ -588,11 +589,7 @@ fn build_cache_reruns_only_the_changed_step() {
         .assert_exit(0);
     assert_eq!(stamp(&c, "/data.txt"), "new data");
     assert_eq!(stamp(&a, "/stamp1"), stamp(&c, "/stamp1"));
-    let list = t
-        .rsing()
-        .env("RSING_CACHEDIR", t.dir.join("cache"))
-        .args(["cache", "list"])
-        .stdout_str();
+    let list = t.rsing_cached("cache").args(["cache", "list"]).stdout_str();
     assert!(list.contains("build"), "{list}");
 
     // Definition files: editing %runscript reuses the stage (its %post does not run again).

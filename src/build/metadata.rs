@@ -10,11 +10,13 @@ use std::path::Path;
 
 use super::deffile::Stage;
 use super::{io, Result};
+use crate::contract::{self, labels_json, paths};
+use crate::convert::singularity_d::Generated;
 
 /// `%post`'s `$APPTAINER_LABELS` file (`KEY VALUE` lines), merged into labels.json.
 pub const BUILD_LABELS: &str = "/.build.labels";
 /// `%post`'s `$APPTAINER_ENVIRONMENT`.
-pub const POST_ENVIRONMENT: &str = "/.singularity.d/env/91-environment.sh";
+pub const POST_ENVIRONMENT: &str = paths::ENV_POST;
 
 const ENV_HEADER: &str = "#!/bin/sh\n# Custom environment shell code should follow\n\n";
 
@@ -37,7 +39,7 @@ fn write(root: &Path, rel: &str, text: &str, mode: u32) -> Result<()> {
 
 /// Directories and files every image has before any step runs.
 pub fn prepare(root: &Path) -> Result<()> {
-    for dir in crate::convert::singularity_d::ENSURED_DIRS {
+    for dir in paths::ENSURED_DIRS {
         let path = root.join(dir.trim_start_matches('/'));
         if path.symlink_metadata().is_err() {
             fs::create_dir_all(&path).map_err(io(format!("creating {dir}")))?;
@@ -46,17 +48,13 @@ pub fn prepare(root: &Path) -> Result<()> {
             }
         }
     }
-    for file in crate::convert::singularity_d::ENSURED_FILES {
+    for file in paths::ENSURED_FILES {
         let path = root.join(file.trim_start_matches('/'));
         if path.symlink_metadata().is_err() {
             fs::write(&path, "").map_err(io(format!("creating {file}")))?;
         }
     }
-    for dir in [
-        "/.singularity.d/env",
-        "/.singularity.d/actions",
-        "/.singularity.d/libs",
-    ] {
+    for dir in [paths::ENV_DIR, paths::ACTIONS_DIR, paths::LIBS_DIR] {
         fs::create_dir_all(root.join(&dir[1..])).map_err(io(format!("creating {dir}")))?;
     }
     let env = root.join(&POST_ENVIRONMENT[1..]);
@@ -76,7 +74,7 @@ pub fn finish(
     if let Some(env) = &stage.environment {
         write(
             root,
-            "/.singularity.d/env/90-environment.sh",
+            paths::ENV_ENVIRONMENT,
             &format!("{ENV_HEADER}{env}"),
             0o755,
         )?;
@@ -84,7 +82,7 @@ pub fn finish(
     if let Some(run) = &stage.runscript {
         write(
             root,
-            "/.singularity.d/runscript",
+            contract::RUNSCRIPT,
             &format!("#!/bin/sh\n\n{run}"),
             0o755,
         )?;
@@ -92,7 +90,7 @@ pub fn finish(
     if let Some(start) = &stage.startscript {
         write(
             root,
-            "/.singularity.d/startscript",
+            contract::STARTSCRIPT,
             &format!("#!/bin/sh\n\n{start}"),
             0o755,
         )?;
@@ -101,15 +99,15 @@ pub fn finish(
         let shell = test.interpreter.as_deref().unwrap_or("/bin/sh");
         write(
             root,
-            "/.singularity.d/test",
+            contract::TEST,
             &format!("#!{shell}\n\n{}", test.body),
             0o755,
         )?;
     }
     if let Some(help) = &stage.help {
-        write(root, "/.singularity.d/runscript.help", help, 0o644)?;
+        write(root, paths::RUNSCRIPT_HELP, help, 0o644)?;
     }
-    write(root, "/.singularity.d/Singularity", deffile, 0o644)?;
+    write(root, paths::DEFFILE, deffile, 0o644)?;
     let mut labels = read_labels(root);
     let from_post = fs::read_to_string(root.join(&BUILD_LABELS[1..])).unwrap_or_default();
     for line in from_post.lines() {
@@ -121,28 +119,20 @@ pub fn finish(
     for (k, v) in stage.labels.iter().chain(build_labels) {
         labels.insert(k.clone(), v.clone());
     }
-    write(
-        root,
-        "/.singularity.d/labels.json",
-        &crate::convert::singularity_d::labels_json(&labels),
-        0o644,
-    )?;
-    for link in [
-        ("singularity", ".singularity.d/runscript"),
-        ("environment", ".singularity.d/env/90-environment.sh"),
-    ] {
-        let path = root.join(link.0);
+    write(root, paths::LABELS, &labels_json(&labels), 0o644)?;
+    for (link, target) in paths::LEGACY_LINKS {
+        let path = root.join(&link[1..]);
         if path.symlink_metadata().is_err() {
-            let _ = std::os::unix::fs::symlink(link.1, &path);
+            let _ = std::os::unix::fs::symlink(target, &path);
         }
     }
     apps(root, stage)
 }
 
 fn read_labels(root: &Path) -> BTreeMap<String, String> {
-    fs::read(root.join(".singularity.d/labels.json"))
+    fs::read(root.join(&paths::LABELS[1..]))
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| contract::parse_labels(&b))
         .unwrap_or_default()
 }
 
@@ -150,7 +140,7 @@ fn read_labels(root: &Path) -> BTreeMap<String, String> {
 /// scif/runscript.help,scif/test}`, plus `bin` and `lib` directories.
 fn apps(root: &Path, stage: &Stage) -> Result<()> {
     for (name, app) in &stage.apps {
-        let base = format!("/scif/apps/{name}");
+        let base = format!("{}/{name}", paths::SCIF_APPS);
         for dir in ["bin", "lib", "scif/env"] {
             fs::create_dir_all(root.join(format!("{}/{dir}", &base[1..])))
                 .map_err(io(format!("creating {base}/{dir}")))?;
@@ -186,7 +176,7 @@ fn apps(root: &Path, stage: &Stage) -> Result<()> {
         write(
             root,
             &format!("{base}/scif/labels.json"),
-            &crate::convert::singularity_d::labels_json(&labels),
+            &labels_json(&labels),
             0o644,
         )?;
     }
@@ -194,11 +184,7 @@ fn apps(root: &Path, stage: &Stage) -> Result<()> {
 }
 
 /// Writes generated `/.singularity.d` items (from an image config) into `root`.
-pub fn write_generated(
-    root: &Path,
-    items: &[crate::convert::singularity_d::Generated],
-) -> Result<()> {
-    use crate::convert::singularity_d::Generated;
+pub fn write_generated(root: &Path, items: &[Generated]) -> Result<()> {
     for item in items {
         match item {
             Generated::Dir { path } => {

@@ -97,10 +97,12 @@ pub fn run_test(
     userns: &Userns,
     owners: &Owners,
 ) -> Result<()> {
-    let script = "for f in /.singularity.d/env/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; exec /bin/sh /.singularity.d/test";
+    use crate::contract::{ENV_DIR, TEST};
+    let script =
+        format!("for f in {ENV_DIR}/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; exec /bin/sh {TEST}");
     let step = Step {
         root,
-        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        argv: vec!["/bin/sh".into(), "-c".into(), script],
         env: base_env(),
         cwd: "/".into(),
         userns,

@@ -143,8 +143,8 @@ pub(super) fn unpack_source(
         }
     };
     let image = crate::sif::SifFile::read(&sif).context("reading the converted image")?;
-    let config = image
-        .find(crate::sif::DataType::GenericJson, "oci-config.json")
+    let config = crate::contract::sif_objects::OCI_CONFIG
+        .find(&image)
         .and_then(|d| image.read_object(&sif, d).ok());
     let offset = image
         .primary_partition()

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::siteconf;
+use super::site as siteconf;
 use super::Global;
 use crate::image::{self, OpenedImage};
 use crate::launch::{self, Assembled, Request};

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use super::siteconf;
+use super::site as siteconf;
 use super::Global;
 use crate::gpu;
 use crate::launch::gpu::{add_driver, injection};

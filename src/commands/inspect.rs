@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde_json::{json, Map, Value};
 
+use crate::contract::{self, paths, sif_objects};
 use crate::image::{self, OpenedImage, Root};
-use crate::sif::{DataType, SifFile};
 use crate::squashfs::Archive;
 use crate::tree::{self, DirTree, NodeKind, Tree};
 
@@ -52,11 +52,11 @@ pub struct InspectArgs {
 }
 
 const LIMIT: usize = 16 << 20;
-const ENV_DIR: &str = "/.singularity.d/env";
+const ENV_DIR: &str = contract::ENV_DIR;
 
 pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
     let (opened, tree) = open_tree(&canonical(&args.image))?;
-    let report = Report::gather(&opened, tree.as_ref())?;
+    let report = Report::gather(&opened, tree.as_ref());
     let none = !(args.labels
         || args.env
         || args.runscript
@@ -109,7 +109,7 @@ fn canonical(image: &str) -> std::path::PathBuf {
 /// `rsing run-help IMAGE`: the runscript's help text, as `apptainer run-help` prints it.
 pub fn run_help(image: &str) -> anyhow::Result<i32> {
     let (opened, tree) = open_tree(&canonical(image))?;
-    let report = Report::gather(&opened, tree.as_ref())?;
+    let report = Report::gather(&opened, tree.as_ref());
     match report.helpfile {
         Some(text) => print!("{text}{}", if text.ends_with('\n') { "" } else { "\n" }),
         None => println!("No help sections were defined for this image"),
@@ -121,7 +121,7 @@ pub fn run_help(image: &str) -> anyhow::Result<i32> {
 /// overridden by `/.singularity.d/labels.json`), for other commands (`rsing module create`).
 pub fn labels(image: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let (opened, tree) = open_tree(image)?;
-    Ok(Report::gather(&opened, tree.as_ref())?.labels)
+    Ok(Report::gather(&opened, tree.as_ref()).labels)
 }
 
 fn open_tree(image: &Path) -> anyhow::Result<(OpenedImage, Arc<dyn Tree>)> {
@@ -149,7 +149,7 @@ struct Report {
 }
 
 impl Report {
-    fn gather(opened: &OpenedImage, tree: &dyn Tree) -> anyhow::Result<Report> {
+    fn gather(opened: &OpenedImage, tree: &dyn Tree) -> Report {
         let text = |path: &str| -> Option<String> {
             let found = tree::resolve(tree, path.as_bytes()).ok()?;
             if found.kind != Some(NodeKind::File) {
@@ -160,16 +160,8 @@ impl Report {
         };
         let oci = opened.oci_config.clone().unwrap_or_default();
         let mut labels: BTreeMap<String, String> = oci.labels.clone().unwrap_or_default();
-        if let Some(json) = text("/.singularity.d/labels.json") {
-            if let Ok(map) = serde_json::from_str::<BTreeMap<String, Value>>(&json) {
-                for (k, v) in map {
-                    let v = v
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string());
-                    labels.insert(k, v);
-                }
-            }
+        if let Some(json) = text(paths::LABELS) {
+            labels.extend(contract::parse_labels(json.as_bytes()).unwrap_or_default());
         }
         let mut env_scripts = BTreeMap::new();
         if let Ok(names) = tree.list_dir(ENV_DIR.as_bytes()) {
@@ -180,7 +172,7 @@ impl Report {
                 }
             }
         }
-        let runscript = text("/.singularity.d/runscript").or_else(|| {
+        let runscript = text(contract::RUNSCRIPT).or_else(|| {
             let argv: Vec<String> = oci
                 .entrypoint
                 .clone()
@@ -191,18 +183,22 @@ impl Report {
             (!argv.is_empty())
                 .then(|| format!("# OCI entrypoint and command\n{}\n", argv.join(" ")))
         });
-        let (deffile, oci_config) = sif_objects(opened)?;
-        let deffile = deffile.or_else(|| text("/.singularity.d/Singularity"));
-        Ok(Report {
+        // What `image::open` already read of a SIF: no second parse of the file.
+        let deffile = opened
+            .sif_object(sif_objects::DEFFILE)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .or_else(|| text(paths::DEFFILE));
+        let oci_config = opened.sif.as_ref().and_then(|s| s.oci_config.clone());
+        Report {
             labels,
             env_scripts,
             oci_env: oci.env.unwrap_or_default(),
             runscript,
             deffile,
             oci_config,
-            test: text("/.singularity.d/test"),
-            helpfile: text("/.singularity.d/runscript.help"),
-        })
+            test: text(contract::TEST),
+            helpfile: text(paths::RUNSCRIPT_HELP),
+        }
     }
 
     /// Apptainer's `inspect --json` shape: `{"data":{"attributes":{…}},"type":"container"}`
@@ -276,27 +272,4 @@ impl Report {
                 .unwrap_or_default(),
         }
     }
-}
-
-/// The definition file and OCI config objects of a SIF (none for other images).
-fn sif_objects(opened: &OpenedImage) -> anyhow::Result<(Option<String>, Option<Value>)> {
-    let Root::Squashfs { file, offset } = &opened.root else {
-        return Ok((None, None));
-    };
-    if *offset == 0 {
-        return Ok((None, None));
-    }
-    let sif = SifFile::read(file).with_context(|| format!("image {}", opened.path.display()))?;
-    let object = |d: &crate::sif::Descriptor| sif.read_object(file, d).ok();
-    let deffile = sif
-        .descriptors
-        .iter()
-        .find(|d| d.data_type == DataType::Deffile)
-        .and_then(object)
-        .map(|b| String::from_utf8_lossy(&b).into_owned());
-    let oci = sif
-        .find(DataType::GenericJson, "oci-config.json")
-        .and_then(object)
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    Ok((deffile, oci))
 }

@@ -20,7 +20,7 @@ pub mod recipe;
 pub mod registry;
 pub mod serve;
 pub mod sif;
-pub mod siteconf;
+pub mod site;
 pub mod term;
 
 /// Options every command shares.

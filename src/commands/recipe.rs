@@ -419,7 +419,7 @@ pub fn build_dockerfile(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::R
             "rsing: warning: --build-arg {name} is not used by {file}"
         ));
     }
-    let facts = crate::convert::singularity_d::ImageFacts {
+    let facts = crate::contract::ImageFacts {
         env: built.config.env_strings(),
         entrypoint: built.config.entrypoint.clone(),
         cmd: built.config.cmd.clone(),

@@ -107,13 +107,14 @@ pub(super) fn io_at(path: &Path, e: io::Error) -> Error {
 
 /// Wraps SquashFS file `squashfs` (whole) into a SIF written to `out`.
 pub fn wrap_squashfs(squashfs: &Path, out: &mut File, options: &ConvertOptions) -> Result<u64> {
-    use crate::sif::{DataType, FsType, Object, ObjectSource, PartType, SifWriter};
+    use crate::contract::sif_objects::DEFFILE;
+    use crate::sif::{FsType, Object, ObjectSource, PartType, SifWriter};
     let file = File::open(squashfs).map_err(|e| io_at(squashfs, e))?;
     let len = file.metadata().map_err(|e| io_at(squashfs, e))?.len();
     let mut sif = SifWriter::new(super::sif_out::sif_options(options));
     sif.add_object(Object::bytes(
-        DataType::Deffile,
-        "",
+        DEFFILE.data_type,
+        DEFFILE.name,
         options.deffile.clone(),
     ));
     sif.add_object(Object::partition(

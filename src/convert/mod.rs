@@ -20,8 +20,9 @@ use crate::oci::{LayerBlob, ResolvedImage};
 use crate::squashfs::write::{Metadata, SquashfsWriter};
 use crate::squashfs::Compressor;
 
+use crate::contract::{paths, ImageFacts};
 pub use sif_out::ImageSummary;
-use singularity_d::{Generated, ImageFacts};
+use singularity_d::Generated;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -185,7 +186,7 @@ fn add_metadata<W: io::Write + io::Seek>(
         mtime,
         xattrs: Vec::new(),
     };
-    for dir in singularity_d::ENSURED_DIRS {
+    for dir in paths::ENSURED_DIRS {
         if !writer.contains(dir.as_bytes()) {
             let mode = if *dir == "/tmp" || *dir == "/var/tmp" {
                 0o1777
@@ -195,7 +196,7 @@ fn add_metadata<W: io::Write + io::Seek>(
             writer.add_dir(dir.as_bytes(), meta(mode))?;
         }
     }
-    for file in singularity_d::ENSURED_FILES {
+    for file in paths::ENSURED_FILES {
         if !writer.contains(file.as_bytes()) {
             writer.add_file(file.as_bytes(), meta(0o644), &mut io::empty())?;
         }

@@ -8,9 +8,10 @@ use std::io::{BufWriter, Seek, SeekFrom};
 
 use serde_json::json;
 
-use super::singularity_d::{self, ImageFacts};
+use super::singularity_d;
 use super::{ConvertOptions, Result};
-use crate::sif::{self, Arch, DataType, FsType, Object, ObjectSource, PartType, SifWriter};
+use crate::contract::{paths, sif_objects, ImageFacts};
+use crate::sif::{self, Arch, FsType, Object, ObjectSource, PartType, SifWriter};
 use crate::squashfs::write::{SquashfsWriter, Summary, WriterOptions};
 
 /// The metadata objects of the SIF file.
@@ -37,8 +38,7 @@ pub fn inspect_metadata(facts: &ImageFacts, deffile: &[u8]) -> Vec<u8> {
             "attributes": {
                 "labels": facts.labels,
                 "environment": {
-                    "/.singularity.d/env/10-docker2singularity.sh":
-                        singularity_d::env_script(&facts.env),
+                    (paths::ENV_DOCKER): singularity_d::env_script(&facts.env),
                 },
                 "runscript": singularity_d::runscript(&facts.entrypoint, &facts.cmd),
                 "deffile": String::from_utf8_lossy(deffile),
@@ -62,21 +62,13 @@ pub fn write(
     let plan = |len: u64| {
         let mut sif = SifWriter::new(sif_options.clone());
         let small = [
-            (DataType::Deffile, "", &objects.deffile),
-            (
-                DataType::GenericJson,
-                "inspect-metadata.json",
-                &objects.inspect,
-            ),
-            (
-                DataType::GenericJson,
-                "oci-config.json",
-                &objects.oci_config,
-            ),
+            (sif_objects::DEFFILE, &objects.deffile),
+            (sif_objects::INSPECT_METADATA, &objects.inspect),
+            (sif_objects::OCI_CONFIG, &objects.oci_config),
         ];
-        for (data_type, name, data) in small {
+        for (object, data) in small {
             if !data.is_empty() {
-                sif.add_object(Object::bytes(data_type, name, data.clone()));
+                sif.add_object(Object::bytes(object.data_type, object.name, data.clone()));
             }
         }
         sif.add_object(Object::partition(
@@ -122,7 +114,7 @@ pub fn sif_options(options: &ConvertOptions) -> sif::WriterOptions {
     sif::WriterOptions {
         deterministic: options.source_date_epoch.is_some(),
         created_at: options.source_date_epoch.map(i64::from),
-        launch_script: b"#!/usr/bin/env run-singularity\n".to_vec(),
+        launch_script: sif_objects::LAUNCH_SCRIPT.to_vec(),
         layout: sif::Layout::V2,
     }
 }

@@ -9,7 +9,7 @@
 //! * Env values are escaped for double quotes (`\`, `"`, `$`, `` ` ``), so a value is exported
 //!   exactly as the image config says.
 
-use std::collections::BTreeMap;
+use crate::contract::{labels_json, paths, ImageFacts};
 
 /// One file or directory to add to the image root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,24 +28,6 @@ pub enum Generated {
     },
 }
 
-/// The parts of the OCI config the metadata is made from.
-#[derive(Debug, Clone, Default)]
-pub struct ImageFacts {
-    pub env: Vec<String>,
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// Directories every image gets (bind targets of the runtime), created when the layers lack
-/// them. Paths the layers already have are left alone by the caller.
-pub const ENSURED_DIRS: &[&str] = &[
-    "/dev", "/proc", "/sys", "/root", "/home", "/tmp", "/var/tmp", "/etc", "/mnt",
-];
-
-/// Empty files the runtime binds over (Apptainer creates them too).
-pub const ENSURED_FILES: &[&str] = &["/etc/hosts", "/etc/resolv.conf"];
-
 /// Everything under `/.singularity.d`, plus the legacy top-level links.
 pub fn metadata_tree(facts: &ImageFacts, deffile: &[u8]) -> Vec<Generated> {
     let file = |path: &str, mode: u16, content: Vec<u8>| Generated::File {
@@ -59,52 +41,51 @@ pub fn metadata_tree(facts: &ImageFacts, deffile: &[u8]) -> Vec<Generated> {
     };
     let mut out = vec![
         Generated::Dir {
-            path: "/.singularity.d".into(),
+            path: paths::META_DIR.into(),
         },
         Generated::Dir {
-            path: "/.singularity.d/env".into(),
+            path: paths::ENV_DIR.into(),
         },
         Generated::Dir {
-            path: "/.singularity.d/libs".into(),
+            path: paths::LIBS_DIR.into(),
         },
         Generated::Dir {
-            path: "/.singularity.d/actions".into(),
+            path: paths::ACTIONS_DIR.into(),
         },
         file(
-            "/.singularity.d/env/01-base.sh",
+            paths::ENV_BASE,
             0o755,
             b"#!/bin/sh\n# Custom environment shell code should follow\n".to_vec(),
         ),
         file(
-            "/.singularity.d/env/10-docker2singularity.sh",
+            paths::ENV_DOCKER,
             0o755,
             env_script(&facts.env).into_bytes(),
         ),
         file(
-            "/.singularity.d/env/90-environment.sh",
+            paths::ENV_ENVIRONMENT,
             0o755,
             b"#!/bin/sh\n# Custom environment shell code should follow\n".to_vec(),
         ),
+        file(paths::ENV_LIBS_BASE, 0o755, BASE_ENV.as_bytes().to_vec()),
         file(
-            "/.singularity.d/env/99-base.sh",
-            0o755,
-            BASE_ENV.as_bytes().to_vec(),
-        ),
-        file(
-            "/.singularity.d/runscript",
+            paths::RUNSCRIPT,
             0o755,
             runscript(&facts.entrypoint, &facts.cmd).into_bytes(),
         ),
         file(
-            "/.singularity.d/labels.json",
+            paths::LABELS,
             0o644,
             labels_json(&facts.labels).into_bytes(),
         ),
-        link("/singularity", ".singularity.d/runscript"),
-        link("/environment", ".singularity.d/env/90-environment.sh"),
     ];
+    out.extend(
+        paths::LEGACY_LINKS
+            .iter()
+            .map(|(path, target)| link(path, target)),
+    );
     if !deffile.is_empty() {
-        out.push(file("/.singularity.d/Singularity", 0o644, deffile.to_vec()));
+        out.push(file(paths::DEFFILE, 0o644, deffile.to_vec()));
     }
     out
 }
@@ -199,15 +180,6 @@ pub fn runscript(entrypoint: &[String], cmd: &[String]) -> String {
     s
 }
 
-/// `labels.json`: a tab-indented JSON object, as Apptainer writes it.
-pub fn labels_json(labels: &BTreeMap<String, String>) -> String {
-    let mut buf = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"\t");
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
-    serde::Serialize::serialize(labels, &mut ser).expect("a string map always serialises");
-    String::from_utf8(buf).expect("serde_json writes UTF-8") + "\n"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +217,11 @@ mod tests {
     }
 
     #[test]
+    fn base_env_appends_the_libs_directory() {
+        assert_eq!(BASE_ENV.matches(paths::LIBS_DIR).count(), 2);
+    }
+
+    #[test]
     fn env_script_exports_path_and_defaults_the_rest() {
         let script = env_script(&words(&[
             "PATH=/opt/bin:/usr/bin",
@@ -258,12 +235,5 @@ mod tests {
         assert_eq!(sh(&probe, &[]), "/opt/bin:/usr/bin|mine||none");
         let fresh = format!("unset GREETING; {script}\nprintf '%s' \"$GREETING\"");
         assert_eq!(sh(&fresh, &[]), "say \"hi\" $USER `x`");
-    }
-
-    #[test]
-    fn labels_are_tab_indented_json() {
-        let mut labels = BTreeMap::new();
-        labels.insert("org.example.a".to_string(), "1".to_string());
-        assert_eq!(labels_json(&labels), "{\n\t\"org.example.a\": \"1\"\n}\n");
     }
 }

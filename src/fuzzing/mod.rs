@@ -189,5 +189,5 @@ pub fn manifest(data: &[u8]) {
 /// The site configuration file (`/etc/rsing/rsing.conf`) parser.
 pub fn siteconf(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = crate::commands::siteconf::parse(&text, Path::new("fuzz.conf"));
+    let _ = crate::siteconf::parse(&text, Path::new("fuzz.conf"));
 }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::sif::{self, Arch, DataType, FsType, SifFile};
+use crate::contract::{sif_objects, OciConfig, SifObject};
+use crate::sif::{self, Arch, FsType, SifFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,22 +51,6 @@ pub enum Root {
     Directory(PathBuf),
 }
 
-/// The parts of an OCI image config rsing uses (stored in a SIF as `oci-config.json`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct OciConfig {
-    #[serde(default)]
-    pub env: Option<Vec<String>>,
-    #[serde(default)]
-    pub entrypoint: Option<Vec<String>>,
-    #[serde(default)]
-    pub cmd: Option<Vec<String>>,
-    #[serde(default)]
-    pub working_dir: Option<String>,
-    #[serde(default)]
-    pub labels: Option<std::collections::BTreeMap<String, String>>,
-}
-
 /// An image ready to be run.
 #[derive(Debug)]
 pub struct OpenedImage {
@@ -74,7 +59,31 @@ pub struct OpenedImage {
     /// Its file name, as `RSING_NAME` and the shell prompt show it.
     pub name: String,
     pub root: Root,
+    /// The run-time part of the SIF's `oci-config.json`.
     pub oci_config: Option<OciConfig>,
+    /// What `open` parsed of a SIF (its validated header and descriptors, its OCI config), so
+    /// that other readers (`inspect`) do not parse the file again; `None` for other images.
+    pub sif: Option<SifMeta>,
+}
+
+/// What [`open`] read of a SIF file besides its root partition.
+#[derive(Debug)]
+pub struct SifMeta {
+    pub file: SifFile,
+    /// The whole `oci-config.json` object, when it is JSON.
+    pub oci_config: Option<serde_json::Value>,
+}
+
+impl OpenedImage {
+    /// The data of `object` in a SIF image; `None` for other images and for an object that is
+    /// missing or cannot be read.
+    pub fn sif_object(&self, object: SifObject) -> Option<Vec<u8>> {
+        let (Some(meta), Root::Squashfs { file, .. }) = (&self.sif, &self.root) else {
+            return None;
+        };
+        let descriptor = object.find(&meta.file)?;
+        meta.file.read_object(file, descriptor).ok()
+    }
 }
 
 const SQUASHFS_MAGIC: &[u8; 4] = b"hsqs";
@@ -97,6 +106,7 @@ pub fn open(path: &Path) -> Result<OpenedImage, Error> {
             name,
             root: Root::Directory(abs),
             oci_config: None,
+            sif: None,
         });
     }
     let mut file = sif::open_image_file(&abs).map_err(io)?;
@@ -108,6 +118,7 @@ pub fn open(path: &Path) -> Result<OpenedImage, Error> {
             name,
             root: Root::Squashfs { file, offset: 0 },
             oci_config: None,
+            sif: None,
         });
     }
     if !sif::is_sif(&head) {
@@ -140,15 +151,22 @@ pub fn open(path: &Path) -> Result<OpenedImage, Error> {
         why,
     })?;
     let offset = part.offset;
-    let oci_config = sif
-        .find(DataType::GenericJson, "oci-config.json")
+    let oci_json = sif_objects::OCI_CONFIG
+        .find(&sif)
         .and_then(|d| sif.read_object(&file, d).ok())
-        .and_then(|bytes| serde_json::from_slice::<OciConfig>(&bytes).ok());
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+    let oci_config = oci_json
+        .as_ref()
+        .and_then(|json| OciConfig::deserialize(json).ok());
     Ok(OpenedImage {
         path: abs,
         name,
         root: Root::Squashfs { file, offset },
         oci_config,
+        sif: Some(SifMeta {
+            file: sif,
+            oci_config: oci_json,
+        }),
     })
 }
 

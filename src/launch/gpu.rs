@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::commands::siteconf::SiteConfig;
 use crate::gpu::{self, cdi, cdi_edits, select, Inventory, LibList};
 use crate::runtime::binds::{self, BindSpec};
 use crate::runtime::environ::EnvLayers;
 use crate::runtime::host::HostFacts;
 use crate::runtime::plan;
+use crate::siteconf::SiteConfig;
 
 /// Where injected libraries appear in the container (Apptainer's directory, which its images'
 /// `99-base.sh` already puts on LD_LIBRARY_PATH).

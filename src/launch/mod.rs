@@ -28,13 +28,13 @@ mod sharing;
 pub use command::Action;
 pub use options::UserOptions;
 
-use crate::commands::siteconf::SiteConfig;
 use crate::gpu::cdi;
 use crate::image::OpenedImage;
 use crate::runtime::environ::Launch;
 use crate::runtime::host::HostFacts;
 use crate::runtime::plan::{self, ImageKind};
 use crate::runtime::{Container, RootSource};
+use crate::siteconf::SiteConfig;
 use crate::tree::NodeKind;
 
 /// What to start, and how.

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 
 use super::compat;
-use crate::commands::siteconf::SiteConfig;
 use crate::runtime::binds;
 use crate::runtime::host::HostFacts;
 use crate::runtime::plan::{self, ImageKind};
+use crate::siteconf::SiteConfig;
 
 /// Flags shared by `exec`, `run` and `shell` (Apptainer's action flags).
 #[derive(Debug, Clone, Default, clap::Args)]

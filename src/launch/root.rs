@@ -6,10 +6,10 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::sharing::share_spec;
-use crate::commands::siteconf::SiteConfig;
 use crate::image::{OpenedImage, Root};
 use crate::runtime::host::HostFacts;
 use crate::runtime::{plan, share, RootSource};
+use crate::siteconf::SiteConfig;
 use crate::squashfs::Archive;
 use crate::tree::{DirTree, Tree};
 

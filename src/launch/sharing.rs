@@ -3,10 +3,10 @@
 //! may turn it off (`RSING_SHARE=no`), it needs a private run directory, and under Slurm a
 //! server is shared within one job step only.
 
-use crate::commands::siteconf::SiteConfig;
 use crate::image::{OpenedImage, Root};
 use crate::runtime::host::HostFacts;
 use crate::runtime::{plan, share};
+use crate::siteconf::SiteConfig;
 
 /// Where to find the image's shared server, unless sharing is off (site config
 /// `share images = no`, or `RSING_SHARE=no` for one user) or no private run directory exists.

@@ -179,7 +179,7 @@ impl EnvLayers {
         let mut script = String::new();
         for path in &self.image_scripts {
             script.push_str(&format!(". {}\n", quote(path)));
-            if is_oci_env_script(path) {
+            if crate::contract::paths::is_oci_env_script(path) {
                 script.push_str(&fix_path_snippet());
             }
         }
@@ -249,12 +249,6 @@ impl EnvLayers {
         full.extend(argv);
         Launch { argv: full, env }
     }
-}
-
-/// The scripts that hold an image's OCI `Env` (rsing's and Apptainer's name, and Singularity
-/// 2's): after them Apptainer appends the default directories that PATH lacks (its `fixpath`).
-fn is_oci_env_script(path: &str) -> bool {
-    path.ends_with("/10-docker2singularity.sh") || path.ends_with("/10-docker.sh")
 }
 
 /// `path` followed by the directories of [`DEFAULT_PATH`] it does not name, as Apptainer's

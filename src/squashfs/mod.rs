@@ -1,32 +1,27 @@
-//! Read-only SquashFS 4.0 reader.
+//! SquashFS 4.0: a reader and a writer, sharing the on-disk format.
 //!
-//! [`Archive`] reads an image (possibly embedded in a larger file at a byte
-//! offset, as in SIF) with positioned reads only, so it can be shared by many
-//! FUSE worker threads (`Archive: Send + Sync`). Opening reads the superblock
-//! and the small tables (id table, fragment/xattr/export indexes) plus the
-//! root inode; everything else is read on demand and cached in bounded LRU
-//! caches (metadata blocks, inodes, block lists, data/fragment blocks).
-//! Decompression always happens outside the cache locks.
-//!
-//! All on-disk input is bounds-checked: corrupt images produce
-//! [`Error::Corrupt`], never a panic.
+//! * Here and in `read/`: [`Archive`] reads an image (possibly embedded in a larger file at a
+//!   byte offset, as in SIF) with positioned reads only, so it can be shared by many FUSE
+//!   worker threads (`Archive: Send + Sync`). Opening reads the superblock and the small
+//!   tables (id table, fragment/xattr/export indexes) plus the root inode; everything else is
+//!   read on demand and cached in bounded LRU caches (metadata blocks, inodes, block lists,
+//!   data/fragment blocks). Decompression always happens outside the cache locks. All
+//!   on-disk input is bounds-checked: corrupt images produce [`Error::Corrupt`], never a
+//!   panic. The reader's core types (`Archive`, `Inode`, `Error`) stay in this file; its
+//!   parts (inodes, directories, files, block lists, xattrs, caches, decompression) are in
+//!   `read/`.
+//! * [`write`]: [`write::SquashfsWriter`], which `rsing build` and the converters use.
+//! * `format`: the on-disk layout (superblock, inode types, flags, sizes) both sides use.
 
-mod blocks;
-mod cache;
-mod compress;
-mod dir;
-mod file;
 mod format;
-mod inode;
-mod metadata;
-mod source;
+mod read;
 pub mod write;
-mod xattr;
 
-#[cfg(test)]
-mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
+
+// The reader's parts under their old names, for this file and for `format` and `write`.
+use read::{blocks, cache, compress, metadata, source};
 
 pub use compress::Compressor;
 pub use format::{flags, Superblock};

@@ -8,6 +8,7 @@ mod guard;
 pub mod http;
 pub mod oci;
 pub mod registry;
+pub mod setup;
 pub mod slurm;
 
 pub use cmd::{RsingCmd, Running};
@@ -102,6 +103,11 @@ impl TestEnv {
             ])
             .collect();
         RsingCmd::new(&rsing_bin(), base, &self.cwd)
+    }
+
+    /// [`TestEnv::rsing`] with its cache at `cache` (relative: in the test's directory).
+    pub fn rsing_cached(&self, cache: impl AsRef<Path>) -> RsingCmd {
+        self.rsing().env("RSING_CACHEDIR", self.dir.join(cache))
     }
 
     /// `rsing exec IMAGE CMD...`

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use super::report::Check;
-use crate::commands::siteconf::{self, SiteConfig};
 use crate::gpu::{self, cdi};
 use crate::runtime::host::HostFacts;
+use crate::siteconf::{self, SiteConfig};
 
 /// The site configuration: an invalid file stops every `exec`, so it is a FAIL.
 pub fn config(explicit: Option<&Path>) -> (Check, SiteConfig) {

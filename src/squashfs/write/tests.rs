@@ -361,23 +361,8 @@ fn perm_string(k: FileKind, mode: u16) -> String {
 
 /// "YYYY-MM-DD HH:MM" in UTC.
 fn utc(t: u32) -> String {
-    let days = i64::from(t) / 86400;
-    let secs = i64::from(t) % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        secs / 3600,
-        (secs % 3600) / 60
-    )
+    let t = crate::civil::Utc::at(i64::from(t));
+    format!("{} {}", t.date(), t.hour_minute())
 }
 
 /// The listing line unsquashfs -lln -UTC prints for an entry, split into

@@ -31,13 +31,45 @@
 //! `mount tmp` can turn a mount off but not back on, `sessiondir max size` can only lower the
 //! limit. Unknown keys (an apptainer.conf copied as is) give one warning line, never a failure;
 //! a bad value of a known key is an error naming the file and line.
+//!
+//! A leaf below `commands` (it takes plain arguments, not the command's options, and prints
+//! nothing), so that launch policy below the commands can read it; it names only
+//! `runtime::binds` for the bind-spec syntax. Printing the warnings is the caller's part
+//! (`commands::site`).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
-
-use super::Global;
 use crate::runtime::binds;
+
+/// Why a configuration cannot be used: the text names the file (and line) and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A line that is not `key = value` or a value the key does not take.
+    #[error("{at}: {what}")]
+    Line { at: String, what: String },
+    #[error("bind source {}{how} is not allowed by the site configuration ({files})", src.display())]
+    DeniedBind {
+        src: PathBuf,
+        /// Empty, or why a parent of a denied path is refused.
+        how: String,
+        /// The configuration files that hold the rule.
+        files: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn line_error(at: &str, what: String) -> Error {
+    Error::Line {
+        at: at.to_string(),
+        what,
+    }
+}
 
 /// Seconds an image server stays after its last container, unless configured.
 pub const DEFAULT_LINGER: u64 = 10;
@@ -113,19 +145,8 @@ pub fn system_path() -> PathBuf {
     local.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
-/// Loads the configuration for a command and prints its warnings (once, unless `-q`).
-pub fn load_for(global: &Global) -> anyhow::Result<SiteConfig> {
-    let conf = load(global.config.as_deref())?;
-    if !global.quiet {
-        for w in &conf.warnings {
-            eprintln!("rsing: warning: {w}");
-        }
-    }
-    Ok(conf)
-}
-
 /// Loads the system file (fine if missing), then the user file `user` (an error if missing).
-pub fn load(user: Option<&Path>) -> anyhow::Result<SiteConfig> {
+pub fn load(user: Option<&Path>) -> Result<SiteConfig> {
     let mut conf = SiteConfig::default();
     let system = system_path();
     match std::fs::read_to_string(&system) {
@@ -134,11 +155,18 @@ pub fn load(user: Option<&Path>) -> anyhow::Result<SiteConfig> {
             parse_into(&mut conf, &text, &system, false)?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => bail!("cannot read config {}: {e}", system.display()),
+        Err(source) => {
+            return Err(Error::Read {
+                path: system,
+                source,
+            })
+        }
     }
     if let Some(path) = user {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         conf.user_path = Some(path.to_path_buf());
         parse_into(&mut conf, &text, path, true)?;
     }
@@ -146,7 +174,7 @@ pub fn load(user: Option<&Path>) -> anyhow::Result<SiteConfig> {
 }
 
 /// Parses `text` as the only (system) file.
-pub fn parse(text: &str, path: &Path) -> anyhow::Result<SiteConfig> {
+pub fn parse(text: &str, path: &Path) -> Result<SiteConfig> {
     let mut conf = SiteConfig {
         path: Some(path.to_path_buf()),
         ..Default::default()
@@ -156,7 +184,7 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<SiteConfig> {
 }
 
 /// Applies the lines of `text` (from `path`) to `conf`; `user` files may not relax it.
-fn parse_into(conf: &mut SiteConfig, text: &str, path: &Path, user: bool) -> anyhow::Result<()> {
+fn parse_into(conf: &mut SiteConfig, text: &str, path: &Path, user: bool) -> Result<()> {
     let mut unknown: Vec<String> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -165,7 +193,7 @@ fn parse_into(conf: &mut SiteConfig, text: &str, path: &Path, user: bool) -> any
         }
         let at = format!("config {} line {}", path.display(), n + 1);
         let Some((key, value)) = line.split_once('=') else {
-            bail!("{at}: expected 'key = value'");
+            return Err(line_error(&at, "expected 'key = value'".into()));
         };
         let key = key
             .split_whitespace()
@@ -173,31 +201,40 @@ fn parse_into(conf: &mut SiteConfig, text: &str, path: &Path, user: bool) -> any
             .join(" ")
             .to_ascii_lowercase();
         let value = value.trim();
-        let yes_no = || -> anyhow::Result<bool> {
+        let yes_no = || -> Result<bool> {
             match value {
                 "yes" => Ok(true),
                 "no" => Ok(false),
-                _ => bail!("{at}: '{key}' takes yes or no, not '{value}'"),
+                _ => Err(line_error(
+                    &at,
+                    format!("'{key}' takes yes or no, not '{value}'"),
+                )),
             }
         };
-        let absolute = |v: &str| -> anyhow::Result<PathBuf> {
+        let absolute = |v: &str| -> Result<PathBuf> {
             if !v.starts_with('/') {
-                bail!("{at}: '{key}' takes an absolute path, not '{v}'");
+                return Err(line_error(
+                    &at,
+                    format!("'{key}' takes an absolute path, not '{v}'"),
+                ));
             }
             Ok(PathBuf::from(v))
         };
-        let number = |what: &str| -> anyhow::Result<u64> {
+        let number = |what: &str| -> Result<u64> {
             value
                 .parse()
-                .map_err(|_| anyhow::anyhow!("{at}: '{key}' takes {what}, not '{value}'"))
+                .map_err(|_| line_error(&at, format!("'{key}' takes {what}, not '{value}'")))
         };
         match key.as_str() {
             "bind path" => {
                 for spec in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     if !spec.starts_with('/') {
-                        bail!("{at}: 'bind path' takes absolute paths, not '{spec}'");
+                        return Err(line_error(
+                            &at,
+                            format!("'bind path' takes absolute paths, not '{spec}'"),
+                        ));
                     }
-                    binds::parse(spec, Path::new("/")).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+                    binds::parse(spec, Path::new("/")).map_err(|e| line_error(&at, e))?;
                     conf.bind_paths.push(spec.to_string());
                 }
             }
@@ -222,7 +259,10 @@ fn parse_into(conf: &mut SiteConfig, text: &str, path: &Path, user: bool) -> any
             "sessiondir max size" => {
                 let mib = number("a size in MiB")?;
                 if mib == 0 {
-                    bail!("{at}: 'sessiondir max size' takes a size of at least 1 MiB");
+                    return Err(line_error(
+                        &at,
+                        "'sessiondir max size' takes a size of at least 1 MiB".into(),
+                    ));
                 }
                 if user && mib > conf.sessiondir_max_mib {
                     conf.warnings.push(format!(
@@ -260,7 +300,7 @@ impl SiteConfig {
     /// parent: `-B /srv` with `/srv/secret` denied, or `-B /`). Compared after resolving
     /// symlinks, so a link to a denied directory is refused too. Refusing (rather than masking
     /// the denied path inside) keeps the rule simple to check and to explain.
-    pub fn check_bind_source(&self, src: &Path) -> anyhow::Result<()> {
+    pub fn check_bind_source(&self, src: &Path) -> Result<()> {
         let real = std::fs::canonicalize(src).unwrap_or_else(|_| binds::normalize(src));
         for denied in &self.deny_bind_paths {
             let denied_real =
@@ -273,11 +313,11 @@ impl SiteConfig {
                 } else {
                     format!(" (it contains the denied path {})", denied.display())
                 };
-                bail!(
-                    "bind source {}{how} is not allowed by the site configuration ({})",
-                    src.display(),
-                    self.config_names()
-                );
+                return Err(Error::DeniedBind {
+                    src: src.to_path_buf(),
+                    how,
+                    files: self.config_names(),
+                });
             }
         }
         Ok(())
