@@ -1,5 +1,6 @@
 //! `--app NAME` (issue 13): a definition file's `%app*` sections, laid out under
-//! `/scif/apps/NAME` by `rsing build`, run with `run --app`, `exec --app`, `test --app`.
+//! `/scif/apps/NAME` by `rsing build`, run with `run --app`, `exec --app`, `test --app`, and
+//! listed by `inspect --list-apps`.
 
 use crate::fixtures::Fixture;
 use crate::util::TestEnv;
@@ -61,6 +62,14 @@ fn apps_run_exec_test_and_unknown_names() {
         "unset"
     );
     rsing(&["test", "--app", "hello", &img_s]).assert_exit(0);
+    assert_eq!(
+        rsing(&["inspect", "--list-apps", &img_s]).stdout_str(),
+        "hello\nother"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&rsing(&["inspect", "--list-apps", "--json", &img_s]).stdout_str())
+            .unwrap();
+    assert_eq!(listed["apps"], serde_json::json!(["hello", "other"]));
     let line = rsing(&["run", "--app", "nope", &img_s]).assert_error_naming("nope");
     assert!(
         line.contains("hello, other"),

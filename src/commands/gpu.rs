@@ -7,7 +7,7 @@ use super::site as siteconf;
 use super::Global;
 use crate::gpu;
 use crate::launch::gpu::{add_driver, injection};
-pub use crate::launch::gpu::{cdi_dirs, config, Injection, LIBS_DIR};
+pub use crate::launch::gpu::{cdi_dirs, config, Injection};
 use crate::runtime::host::HostFacts;
 
 mod report;

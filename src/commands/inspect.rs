@@ -16,7 +16,7 @@ use crate::tree::{self, DirTree, NodeKind, Tree};
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// Print JSON (stable keys: image, labels, environment, runscript, deffile, oci_config,
-    /// test, helpfile)
+    /// test, helpfile; apps with --list-apps)
     #[arg(short = 'j', long)]
     json: bool,
     /// JSON shape: rsing (default) or apptainer (`{"data":{"attributes":…}}`, as
@@ -47,6 +47,9 @@ pub struct InspectArgs {
     /// The OCI image config stored in the SIF
     #[arg(long = "oci-config")]
     oci_config: bool,
+    /// The image's apps (definition-file %app sections, under /scif/apps), one per line
+    #[arg(long = "list-apps")]
+    list_apps: bool,
     /// SIF file, SquashFS file or directory
     image: String,
 }
@@ -56,6 +59,16 @@ const ENV_DIR: &str = contract::ENV_DIR;
 
 pub fn run(args: InspectArgs) -> anyhow::Result<i32> {
     let (opened, tree) = open_tree(&canonical(&args.image))?;
+    if args.list_apps {
+        let apps = crate::launch::app::list(tree.as_ref());
+        if args.json {
+            let out = json!({"image": opened.path.to_string_lossy(), "apps": apps});
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            apps.iter().for_each(|a| println!("{a}"));
+        }
+        return Ok(0);
+    }
     let report = Report::gather(&opened, tree.as_ref());
     let none = !(args.labels
         || args.env

@@ -11,7 +11,7 @@ use crate::runtime::environ::EnvLayers;
 use crate::tree::{NodeKind, Tree};
 
 /// Where SCIF puts the apps.
-pub const APPS_DIR: &str = "/scif/apps";
+pub use crate::contract::paths::SCIF_APPS as APPS_DIR;
 
 /// One app of the image, checked to exist.
 pub struct App {

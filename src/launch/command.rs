@@ -3,14 +3,9 @@
 use anyhow::bail;
 
 use super::app::App;
+use crate::contract::{RUNSCRIPT, STARTSCRIPT, TEST};
 use crate::image::OpenedImage;
 use crate::tree::{self, NodeKind, Tree};
-
-// Apptainer's image contract (paths in the image).
-pub(super) const ENV_DIR: &str = "/.singularity.d/env";
-const RUNSCRIPT: &str = "/.singularity.d/runscript";
-pub(super) const TEST: &str = "/.singularity.d/test";
-const STARTSCRIPT: &str = "/.singularity.d/startscript";
 
 /// What to start in the container.
 pub enum Action {

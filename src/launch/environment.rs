@@ -11,7 +11,8 @@ use crate::runtime::host::HostFacts;
 use crate::runtime::plan;
 use crate::tree::{NodeKind, Tree};
 
-use super::command::{is_kind, ENV_DIR};
+use super::command::is_kind;
+use crate::contract::ENV_DIR;
 
 /// The layers of the container's environment: host, image (OCI Env and env scripts), rsing's
 /// own variables, the user's (`--env-file`, the `*ENV_` variables, `--env`).

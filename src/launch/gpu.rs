@@ -15,7 +15,7 @@ use crate::siteconf::SiteConfig;
 
 /// Where injected libraries appear in the container (Apptainer's directory, which its images'
 /// `99-base.sh` already puts on LD_LIBRARY_PATH).
-pub const LIBS_DIR: &str = "/.singularity.d/libs";
+pub use crate::contract::LIBS_DIR;
 
 /// The GPU part of one container.
 #[derive(Debug, Default)]

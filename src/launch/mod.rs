@@ -15,7 +15,7 @@
 //!     command      the argv for exec / run / shell / test / instance start
 //! ```
 
-mod app;
+pub mod app;
 mod command;
 pub mod compat;
 mod environment;
@@ -104,7 +104,7 @@ pub fn assemble(
     };
     let has_test = match &app {
         Some(app) => app.script(tree, "test").is_some(),
-        None => command::is_kind(tree, command::TEST, NodeKind::File),
+        None => command::is_kind(tree, crate::contract::TEST, NodeKind::File),
     };
     if matches!(action, Action::Test(_)) && !has_test {
         return Ok(Assembled::NoTestScript);

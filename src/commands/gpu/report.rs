@@ -5,7 +5,8 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use super::{Injection, LIBS_DIR};
+use super::Injection;
+use crate::contract::LIBS_DIR;
 use crate::gpu::{self, Inventory};
 use crate::runtime::binds::BindSpec;
 
