@@ -305,3 +305,63 @@ fn corrupt_directory_table_names_the_image_and_the_problem() {
     eprintln!("REPORT: {error}");
     t.assert_host_clean(&t.marker(), &img);
 }
+
+/// The busybox sandbox as a gzip SquashFS with its inode table stored uncompressed, and every
+/// full inode block replaced by a zlib stream of 1 MiB of zeros marked compressed (128 times
+/// the 8 KiB a metadata block may hold): whatever exec looks up first meets a bomb.
+fn metadata_bomb_image(t: &TestEnv) -> Option<PathBuf> {
+    use std::io::Write;
+    let sandbox = crate::fixtures::get(Fixture::Sandbox)?;
+    if !crate::util::have_tools(&["mksquashfs"]) {
+        return None;
+    }
+    let img = t.dir.join("bomb.sqfs");
+    let st = std::process::Command::new("mksquashfs")
+        .arg(&sandbox)
+        .arg(&img)
+        .args(["-noappend", "-quiet", "-no-progress", "-comp", "gzip", "-noI"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let bomb = e.finish().unwrap();
+    let mut b = std::fs::read(&img).unwrap();
+    let le = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+    let (mut at, end) = (le(&b, 64), le(&b, DIRECTORY_TABLE_START));
+    let mut bombed = 0;
+    while at + 2 < end {
+        let hdr = u16::from_le_bytes([b[at], b[at + 1]]);
+        let len = usize::from(hdr & 0x7fff);
+        if hdr == 0x8000 | 8192 {
+            b[at..at + 2].copy_from_slice(&(bomb.len() as u16).to_le_bytes());
+            b[at + 2..at + 2 + bomb.len()].copy_from_slice(&bomb);
+            bombed += 1;
+        }
+        at += 2 + len;
+    }
+    assert!(bombed > 0, "the busybox inode table fills a metadata block");
+    std::fs::write(&img, b).unwrap();
+    Some(img)
+}
+
+#[test]
+fn decompression_bomb_in_the_image_is_one_line_and_no_hang() {
+    let t = TestEnv::new();
+    let Some(img) = metadata_bomb_image(&t) else {
+        return;
+    };
+    let started = Instant::now();
+    let out = t
+        .exec(&img, ["/bin/true", &t.marker()])
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded time");
+    let line = assert_one_safe_line(&out, "bomb.sqfs");
+    assert!(
+        line.contains("metadata block") && line.contains("more than the 8192 bytes"),
+        "{line}"
+    );
+    t.assert_host_clean(&t.marker(), &img);
+}

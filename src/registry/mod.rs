@@ -18,6 +18,7 @@ pub mod auth;
 mod client;
 mod errors;
 mod fetch;
+mod manifest;
 mod reference;
 mod speed;
 #[cfg(test)]
