@@ -256,7 +256,7 @@ impl Registry {
         ))?;
         let digest = Digest::of(&bytes);
         if let Some(want) = &r.digest {
-            check_digest(&r.registry, "manifest", want, &digest)?;
+            check_digest(r, "manifest", want, &digest)?;
         }
         parse_sif_manifest(&bytes, digest).map_err(|why| Error::Registry {
             registry: r.registry.clone(),

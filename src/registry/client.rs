@@ -327,7 +327,7 @@ impl Registry {
         };
         let (mut bytes, mut digest) = self.manifest(conn, r, &r.target(), &subject).await?;
         if let Some(want) = &r.digest {
-            check_digest(&r.registry, "manifest", want, &digest)?;
+            check_digest(r, "manifest", want, &digest)?;
         }
         if is_index(&bytes) {
             let chosen = oci::select_manifest_in(&bytes, &self.opts.platform, "image index")
@@ -335,7 +335,7 @@ impl Registry {
             let want = Digest::try_from(chosen.digest()).map_err(image_err)?;
             tracing::debug!(platform = %self.opts.platform, manifest = %want, "picked from the index");
             (bytes, digest) = self.manifest(conn, r, &want.to_string(), &subject).await?;
-            check_digest(&r.registry, "manifest", &want, &digest)?;
+            check_digest(r, "manifest", &want, &digest)?;
         }
         let manifest = oci::parse_manifest(&bytes).map_err(image_err)?;
         let config_desc = manifest.config();
@@ -361,7 +361,7 @@ impl Registry {
                         &subject,
                     )
                     .await?;
-                check_digest(&r.registry, "config", &config_digest, &Digest::of(&bytes))?;
+                check_digest(r, "config", &config_digest, &Digest::of(&bytes))?;
                 self.store_config(&config_digest, &bytes);
                 bytes
             }
@@ -542,7 +542,7 @@ fn is_index(bytes: &[u8]) -> bool {
 }
 
 pub(crate) fn check_digest(
-    registry: &str,
+    r: &Reference,
     what: &'static str,
     expected: &Digest,
     actual: &Digest,
@@ -551,7 +551,8 @@ pub(crate) fn check_digest(
         return Ok(());
     }
     Err(Error::DigestMismatch {
-        registry: registry.to_string(),
+        registry: r.registry.clone(),
+        subject: r.short(),
         what,
         expected: expected.clone(),
         actual: actual.clone(),

@@ -310,6 +310,7 @@ impl Fetch<'_> {
             let _ = std::fs::remove_file(&partial.path);
             return Err(Error::DigestMismatch {
                 registry: self.conn.registry.clone(),
+                subject: self.r.short(),
                 what: "blob",
                 expected: layer.digest.clone(),
                 actual: partial_digest,
@@ -327,7 +328,8 @@ impl Fetch<'_> {
     }
 
     fn context_error(&self, layer: &Layer<'_>, e: &OciError) -> Error {
-        self.conn.context(&format!("blob {}", layer.digest)).map(e)
+        let subject = format!("{}: blob {}", self.r.short(), layer.digest);
+        self.conn.context(&subject).map(e)
     }
 
     /// One attempt: asks for the bytes after what `partial` holds and appends them until the
