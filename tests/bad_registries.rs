@@ -47,7 +47,10 @@ fn assert_nothing_left(cache: &Path, cwd: &Path, keep: &[&str]) {
     }
     for e in std::fs::read_dir(cwd).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        assert!(keep.contains(&name.as_str()), "left in the working directory: {name}");
+        assert!(
+            keep.contains(&name.as_str()),
+            "left in the working directory: {name}"
+        );
     }
 }
 
@@ -66,14 +69,22 @@ fn pull_fails(t: &TestEnv, proxy: &HttpServer, case: &str, fault: Fault) -> Stri
     let out = t
         .rsing()
         .env("RSING_CACHEDIR", &cache)
-        .args(["pull", "--name", "out.sif", &format!("docker://{reference}")])
+        .args([
+            "pull",
+            "--name",
+            "out.sif",
+            &format!("docker://{reference}"),
+        ])
         .timeout(Duration::from_secs(90))
         .run();
     let took = started.elapsed();
     proxy.set_fault(None);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{case}: pulled anyway: {stderr}");
-    assert!(took < Duration::from_secs(30), "{case}: took {took:?}: {stderr}");
+    assert!(
+        took < Duration::from_secs(30),
+        "{case}: took {took:?}: {stderr}"
+    );
     assert!(
         !stderr.bytes().any(|b| b"\x1b\x07\r\0".contains(&b)),
         "{case}: control bytes: {stderr:?}"
@@ -84,7 +95,10 @@ fn pull_fails(t: &TestEnv, proxy: &HttpServer, case: &str, fault: Fault) -> Stri
         .collect();
     assert_eq!(errors.len(), 1, "{case}: one error line: {stderr}");
     let line = errors[0].to_string();
-    assert!(line.contains("busybox:1"), "{case}: names the reference: {line}");
+    assert!(
+        line.contains("busybox:1"),
+        "{case}: names the reference: {line}"
+    );
     assert!(line.len() < 400, "{case}: short: {line}");
     let keep: Vec<&str> = before.iter().map(String::as_str).collect();
     assert_nothing_left(&cache, &t.cwd, &keep);
@@ -158,7 +172,7 @@ fn a_different_blob_than_asked_is_refused_and_not_cached() {
         layers: vec![oci::Layer::new(oci::Compression::Gzip, entries)],
     };
     let other = layout.add_image("big", &image);
-    registry.push_layout(&layout.dir, "big", "other:big");
+    registry.push_layout(&layout.dir, "big", "busybox:big");
     let asked = written.layers[0].clone();
     let fault = Fault::SwapBlob {
         asked: asked.clone(),
@@ -180,7 +194,10 @@ fn huge_manifest_is_cut_off_while_streaming() {
         size: 100 << 20,
     };
     let line = pull_fails(&t, &proxy, "huge-manifest", fault);
-    assert!(line.contains("more than the 4194304 bytes rsing reads"), "{line}");
+    assert!(
+        line.contains("more than the 4194304 bytes rsing reads"),
+        "{line}"
+    );
     // rsing stopped reading at 4 MiB: what the proxy wrote beyond that sits in socket
     // buffers, far from the 100 MiB it had to send.
     std::thread::sleep(Duration::from_millis(300));

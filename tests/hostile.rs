@@ -320,7 +320,14 @@ fn metadata_bomb_image(t: &TestEnv, name: &str, at_root: bool) -> Option<PathBuf
     let st = std::process::Command::new("mksquashfs")
         .arg(&sandbox)
         .arg(&img)
-        .args(["-noappend", "-quiet", "-no-progress", "-comp", "zstd", "-noI"])
+        .args([
+            "-noappend",
+            "-quiet",
+            "-no-progress",
+            "-comp",
+            "zstd",
+            "-noI",
+        ])
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
@@ -385,7 +392,10 @@ fn decompression_bombs_met_inside_the_container_fail_fast() {
     assert!(started.elapsed() < Duration::from_secs(20), "bounded time");
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{text}");
-    assert!(!out.stderr.iter().any(|b| FORBIDDEN.contains(b)), "{text:?}");
+    assert!(
+        !out.stderr.iter().any(|b| FORBIDDEN.contains(b)),
+        "{text:?}"
+    );
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(
         lines.iter().all(|l| l.starts_with("rsing: ")),

@@ -17,8 +17,8 @@ mod fixtures;
 mod util;
 
 mod architecture; // the layering rule of docs/design.md, on the source
-mod binds; // bind mounts: -B, RSING_BIND, --home, --no-home, --pwd, default binds
 mod bad_registries; // issue 15: registries answering 500/429 forever, redirect loops, wrong blobs, huge manifests
+mod binds; // bind mounts: -B, RSING_BIND, --home, --no-home, --pwd, default binds
 mod build; // rsing build: OCI layouts, archives, dirs, SquashFS → SIF; tree equals umoci's
 mod compat; // Apptainer drop-in: symlinked homes, policy, APPTAINER* names, job-script lines
 mod config; // the site config file: bind path, deny bind path, mount home/tmp

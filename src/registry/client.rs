@@ -404,7 +404,9 @@ impl Registry {
         target: &str,
         subject: &str,
     ) -> Result<(Vec<u8>, Digest), Error> {
-        let bytes = self.manifest_bytes(conn, r, target, ACCEPT, subject).await?;
+        let bytes = self
+            .manifest_bytes(conn, r, target, ACCEPT, subject)
+            .await?;
         let digest = Digest::of(&bytes);
         Ok((bytes, digest))
     }

@@ -292,6 +292,10 @@ impl Fetch<'_> {
             })
             .await;
             let partial = shared.get_mut();
+            // A failure that left nothing to resume leaves no `.partial` either.
+            if result.is_err() && partial.len == 0 {
+                let _ = std::fs::remove_file(&partial.path);
+            }
             let partial_digest = match result {
                 Ok(()) => partial.digest(),
                 Err(Failure::Net(e)) => return Err(self.context_error(layer, &e)),

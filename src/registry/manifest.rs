@@ -162,7 +162,9 @@ pub(crate) async fn get(
     if let Some(expected) = digest_header.filter(|h| h.starts_with("sha256:")) {
         let actual = crate::oci::Digest::of(&body).to_string();
         if expected != actual {
-            return Err(OciError::DigestError(DigestError::VerificationError { expected, actual }).into());
+            return Err(
+                OciError::DigestError(DigestError::VerificationError { expected, actual }).into(),
+            );
         }
     }
     Ok(body)
@@ -170,7 +172,10 @@ pub(crate) async fn get(
 
 /// Reads `res`'s body up to `limit` bytes; `false` when there was more (the rest is left
 /// unread: dropping the response closes the connection).
-async fn read_bounded(res: &mut reqwest::Response, limit: usize) -> Result<(Vec<u8>, bool), GetError> {
+async fn read_bounded(
+    res: &mut reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), GetError> {
     let mut body = Vec::new();
     while let Some(chunk) = res.chunk().await? {
         if body.len() + chunk.len() > limit {
@@ -191,9 +196,9 @@ fn status_error(status: StatusCode, body: &[u8], url: &str) -> OciError {
         StatusCode::UNAUTHORIZED => OciError::UnauthorizedError {
             url: url.to_string(),
         },
-        s if s.is_success() => OciError::SpecViolationError(format!(
-            "expected HTTP status 200, got {code} instead"
-        )),
+        s if s.is_success() => {
+            OciError::SpecViolationError(format!("expected HTTP status 200, got {code} instead"))
+        }
         s if s.is_client_error() => match serde_json::from_slice::<OciEnvelope>(body) {
             Ok(envelope) => OciError::RegistryError {
                 envelope,
