@@ -305,3 +305,111 @@ fn corrupt_directory_table_names_the_image_and_the_problem() {
     eprintln!("REPORT: {error}");
     t.assert_host_clean(&t.marker(), &img);
 }
+
+/// The busybox sandbox as a zstd SquashFS with its inode table stored uncompressed (`-noI`),
+/// and inode blocks replaced by a zstd frame of 1 MiB of zeros (about 50 bytes, not declaring
+/// its size) marked compressed: 128 times the 8 KiB a metadata block may hold. `at_root`: the
+/// block holding the root inode (met when the image is opened); else every other block (met
+/// by the lookups inside the running container).
+fn metadata_bomb_image(t: &TestEnv, name: &str, at_root: bool) -> Option<PathBuf> {
+    let sandbox = crate::fixtures::get(Fixture::Sandbox)?;
+    if !crate::util::have_tools(&["mksquashfs"]) {
+        return None;
+    }
+    let img = t.dir.join(name);
+    let st = std::process::Command::new("mksquashfs")
+        .arg(&sandbox)
+        .arg(&img)
+        .args([
+            "-noappend",
+            "-quiet",
+            "-no-progress",
+            "-comp",
+            "zstd",
+            "-noI",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bomb = zstd::stream::encode_all(&vec![0u8; 1 << 20][..], 3).unwrap();
+    let mut b = std::fs::read(&img).unwrap();
+    let le = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+    let (start, end) = (le(&b, 64), le(&b, DIRECTORY_TABLE_START));
+    let root = start + (le(&b, 32) >> 16);
+    let (mut at, mut bombed) = (start, 0);
+    while at + 2 < end {
+        let hdr = u16::from_le_bytes([b[at], b[at + 1]]);
+        let len = usize::from(hdr & 0x7fff);
+        assert!(hdr & 0x8000 != 0, "stored inode block");
+        if (at == root) == at_root && len >= bomb.len() {
+            b[at..at + 2].copy_from_slice(&(bomb.len() as u16).to_le_bytes());
+            b[at + 2..at + 2 + bomb.len()].copy_from_slice(&bomb);
+            bombed += 1;
+        }
+        at += 2 + len;
+    }
+    assert!(bombed > 0, "an inode block to put the bomb in");
+    std::fs::write(&img, b).unwrap();
+    Some(img)
+}
+
+/// A bomb met when the image is opened: one line naming the image, the block and the limit.
+#[test]
+fn decompression_bomb_in_the_image_is_one_line_and_no_hang() {
+    let t = TestEnv::new();
+    let Some(img) = metadata_bomb_image(&t, "bomb.sqfs", true) else {
+        return;
+    };
+    let started = Instant::now();
+    let out = t
+        .exec(&img, ["/bin/true", &t.marker()])
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded time");
+    let line = assert_one_safe_line(&out, "bomb.sqfs");
+    assert!(
+        line.contains("metadata block") && line.contains("more than the 8192 bytes"),
+        "{line}"
+    );
+    t.assert_host_clean(&t.marker(), &img);
+}
+
+/// Bombs met by reads inside the running container: the image server answers EIO at once
+/// (no hang), each failure is one `rsing: warning:` line naming the image and the bomb, and
+/// the command fails.
+#[test]
+fn decompression_bombs_met_inside_the_container_fail_fast() {
+    let t = TestEnv::new();
+    let Some(img) = metadata_bomb_image(&t, "inner-bomb.sqfs", false) else {
+        return;
+    };
+    let started = Instant::now();
+    let out = t
+        .exec(&img, ["/bin/true", &t.marker()])
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded time");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        !out.stderr.iter().any(|b| FORBIDDEN.contains(b)),
+        "{text:?}"
+    );
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with("rsing: ")),
+        "one format: {text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("rsing: warning: ")
+            && l.contains("inner-bomb.sqfs")
+            && l.contains("more than the 8192 bytes")),
+        "names the image and the bomb: {text}"
+    );
+    let mut unique = lines.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), lines.len(), "each warning once: {text}");
+    eprintln!("REPORT: {text}");
+    t.assert_host_clean(&t.marker(), &img);
+}

@@ -18,6 +18,7 @@ mod util;
 
 mod apps; // --app: SCIF apps of built images (run, exec, test)
 mod architecture; // the layering rule of docs/design.md, on the source
+mod bad_registries; // issue 15: registries answering 500/429 forever, redirect loops, wrong blobs, huge manifests
 mod binds; // bind mounts: -B, RSING_BIND, --home, --no-home, --pwd, default binds
 mod build; // rsing build: OCI layouts, archives, dirs, SquashFS → SIF; tree equals umoci's
 mod compat; // Apptainer drop-in: symlinked homes, policy, APPTAINER* names, job-script lines

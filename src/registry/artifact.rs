@@ -247,20 +247,16 @@ impl Registry {
     pub fn resolve_sif(&self, r: &Reference) -> Result<SifArtifact, Error> {
         let conn = self.conn(&r.registry)?;
         let subject = r.short();
-        let oref = conn.reference(&r.repository, &r.target());
-        let accept = [MANIFEST_MEDIA_TYPE];
-        let (bytes, _) = self
-            .rt
-            .block_on(with_retries(
-                &format!("manifest {subject}"),
-                self.backoff,
-                &Quiet,
-                || conn.client.pull_manifest_raw(&oref, &conn.auth, &accept),
-            ))
-            .map_err(|e| conn.context(&subject).map(&e))?;
+        let bytes = self.rt.block_on(self.manifest_bytes(
+            &conn,
+            r,
+            &r.target(),
+            &[MANIFEST_MEDIA_TYPE],
+            &subject,
+        ))?;
         let digest = Digest::of(&bytes);
         if let Some(want) = &r.digest {
-            check_digest(&r.registry, "manifest", want, &digest)?;
+            check_digest(r, "manifest", want, &digest)?;
         }
         parse_sif_manifest(&bytes, digest).map_err(|why| Error::Registry {
             registry: r.registry.clone(),

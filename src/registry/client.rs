@@ -4,6 +4,7 @@
 
 use super::auth::{self, Credentials};
 use super::errors::{with_retries, Context};
+use super::manifest::{Authz, GetError};
 use super::reference::{endpoint_of, normalise_host, Reference};
 use super::{Error, Quiet};
 use crate::oci::{self, Digest, LayerBlob, Platform, ResolvedImage};
@@ -97,9 +98,20 @@ pub(crate) struct Conn {
     pub auth: RegistryAuth,
     /// The registry as the user names it (`docker.io`), for messages and credentials.
     pub registry: String,
+    /// For the requests rsing makes itself (manifests: see [`super::manifest`]), with the
+    /// same time-outs and user agent as `client`'s.
+    pub http: reqwest::Client,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Credentials for manifest requests, per repository.
+    tokens: Mutex<HashMap<String, Authz>>,
 }
 
 impl Conn {
+    pub(crate) fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, Authz>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// An `oci-client` reference to `repository` at `target` (a tag or a digest).
     pub fn reference(&self, repository: &str, target: &str) -> oci_client::Reference {
         let endpoint = endpoint_of(&self.registry).to_string();
@@ -249,6 +261,12 @@ impl Registry {
         };
         let client = oci_client::Client::try_from(config)
             .map_err(|e| Error::Setup(format!("HTTP client for {registry}: {e}")))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| Error::Setup(format!("HTTP client for {registry}: {e}")))?;
         tracing::debug!(
             registry,
             plain_http = plain,
@@ -262,6 +280,9 @@ impl Registry {
                 None => RegistryAuth::Anonymous,
             },
             registry: registry.to_string(),
+            http,
+            scheme: if plain { "http" } else { "https" },
+            tokens: Mutex::new(HashMap::new()),
         })
     }
 
@@ -306,7 +327,7 @@ impl Registry {
         };
         let (mut bytes, mut digest) = self.manifest(conn, r, &r.target(), &subject).await?;
         if let Some(want) = &r.digest {
-            check_digest(&r.registry, "manifest", want, &digest)?;
+            check_digest(r, "manifest", want, &digest)?;
         }
         if is_index(&bytes) {
             let chosen = oci::select_manifest_in(&bytes, &self.opts.platform, "image index")
@@ -314,7 +335,7 @@ impl Registry {
             let want = Digest::try_from(chosen.digest()).map_err(image_err)?;
             tracing::debug!(platform = %self.opts.platform, manifest = %want, "picked from the index");
             (bytes, digest) = self.manifest(conn, r, &want.to_string(), &subject).await?;
-            check_digest(&r.registry, "manifest", &want, &digest)?;
+            check_digest(r, "manifest", &want, &digest)?;
         }
         let manifest = oci::parse_manifest(&bytes).map_err(image_err)?;
         let config_desc = manifest.config();
@@ -340,7 +361,7 @@ impl Registry {
                         &subject,
                     )
                     .await?;
-                check_digest(&r.registry, "config", &config_digest, &Digest::of(&bytes))?;
+                check_digest(r, "config", &config_digest, &Digest::of(&bytes))?;
                 self.store_config(&config_digest, &bytes);
                 bytes
             }
@@ -383,29 +404,38 @@ impl Registry {
         target: &str,
         subject: &str,
     ) -> Result<(Vec<u8>, Digest), Error> {
+        let bytes = self
+            .manifest_bytes(conn, r, target, ACCEPT, subject)
+            .await?;
+        let digest = Digest::of(&bytes);
+        Ok((bytes, digest))
+    }
+
+    /// The manifest `target` of `r`'s repository (one of the `accept` types), read with a
+    /// bound ([`super::manifest`]) and retried like every request.
+    pub(crate) async fn manifest_bytes(
+        &self,
+        conn: &Conn,
+        r: &Reference,
+        target: &str,
+        accept: &[&str],
+        subject: &str,
+    ) -> Result<Vec<u8>, Error> {
         let oref = conn.reference(&r.repository, target);
         let what = format!("manifest {}", r.short());
-        let (bytes, _) = with_retries(&what, self.backoff, &Quiet, || {
-            conn.client.pull_manifest_raw(&oref, &conn.auth, ACCEPT)
+        with_retries(&what, self.backoff, &Quiet, || {
+            super::manifest::get(conn, &oref, accept)
         })
         .await
-        .map_err(|e| conn.context(subject).map(&e))?;
-        // oci-client reads the body whole; refusing it here keeps a huge manifest from being
-        // parsed and converted (the transfer itself is bounded by the read time-out).
-        if bytes.len() as u64 > oci::MAX_JSON_SIZE {
-            return Err(Error::Registry {
+        .map_err(|e| match e {
+            GetError::Oci(e) => conn.context(subject).map(&e),
+            GetError::TooBig(size) => Error::Registry {
                 registry: r.registry.clone(),
                 subject: subject.to_string(),
                 code: None,
-                message: format!(
-                    "manifest of {} bytes, more than the {} bytes rsing reads",
-                    bytes.len(),
-                    oci::MAX_JSON_SIZE
-                ),
-            });
-        }
-        let digest = Digest::of(&bytes);
-        Ok((bytes.to_vec(), digest))
+                message: GetError::too_big_message(size),
+            },
+        })
     }
 
     /// A small blob (the config) in memory.
@@ -514,7 +544,7 @@ fn is_index(bytes: &[u8]) -> bool {
 }
 
 pub(crate) fn check_digest(
-    registry: &str,
+    r: &Reference,
     what: &'static str,
     expected: &Digest,
     actual: &Digest,
@@ -523,7 +553,8 @@ pub(crate) fn check_digest(
         return Ok(());
     }
     Err(Error::DigestMismatch {
-        registry: registry.to_string(),
+        registry: r.registry.clone(),
+        subject: r.short(),
         what,
         expected: expected.clone(),
         actual: actual.clone(),

@@ -292,6 +292,10 @@ impl Fetch<'_> {
             })
             .await;
             let partial = shared.get_mut();
+            // A failure that left nothing to resume leaves no `.partial` either.
+            if result.is_err() && partial.len == 0 {
+                let _ = std::fs::remove_file(&partial.path);
+            }
             let partial_digest = match result {
                 Ok(()) => partial.digest(),
                 Err(Failure::Net(e)) => return Err(self.context_error(layer, &e)),
@@ -310,6 +314,7 @@ impl Fetch<'_> {
             let _ = std::fs::remove_file(&partial.path);
             return Err(Error::DigestMismatch {
                 registry: self.conn.registry.clone(),
+                subject: self.r.short(),
                 what: "blob",
                 expected: layer.digest.clone(),
                 actual: partial_digest,
@@ -327,7 +332,8 @@ impl Fetch<'_> {
     }
 
     fn context_error(&self, layer: &Layer<'_>, e: &OciError) -> Error {
-        self.conn.context(&format!("blob {}", layer.digest)).map(e)
+        let subject = format!("{}: blob {}", self.r.short(), layer.digest);
+        self.conn.context(&subject).map(e)
     }
 
     /// One attempt: asks for the bytes after what `partial` holds and appends them until the

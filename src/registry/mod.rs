@@ -18,6 +18,7 @@ pub mod auth;
 mod client;
 mod errors;
 mod fetch;
+mod manifest;
 mod reference;
 mod speed;
 #[cfg(test)]
@@ -71,9 +72,11 @@ pub enum Error {
         message: String,
     },
     /// Content whose sha256 is not the one it was asked for. Nothing was kept.
-    #[error("registry {registry}: {what} {expected}: content has digest {actual} (corrupt or tampered; nothing was kept)")]
+    #[error("registry {registry}: {subject}: {what} {expected}: content has digest {actual} (corrupt or tampered; nothing was kept)")]
     DigestMismatch {
         registry: String,
+        /// The image it was fetched for (`repository:tag`).
+        subject: String,
         what: &'static str,
         expected: Digest,
         actual: Digest,

@@ -3,6 +3,10 @@
 //! counts the body bytes of blob and file responses, and can break: cut responses after some
 //! bytes (a connection dropped mid-range), or refuse everything.
 //!
+//! As a proxy it can also misbehave the ways a real registry cannot be made to ([`Fault`]):
+//! answer a status forever, redirect in a loop, serve another blob than the one asked for, or
+//! send a manifest of any size.
+//!
 //! One request per connection (`Connection: close`), a thread per connection: simple, and what
 //! clients must cope with anyway.
 
@@ -20,6 +24,24 @@ pub enum Backend {
     Proxy(String),
 }
 
+/// A proxy's misbehaviour, for requests whose path contains `path`.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer `code` with these extra headers, forever.
+    Status {
+        path: String,
+        code: u16,
+        headers: Vec<(String, String)>,
+    },
+    /// Answer 307 with the request's own path as `Location`, forever.
+    RedirectLoop { path: String },
+    /// Forward the request for blob `asked` (`sha256:…`) as a request for blob `serve`.
+    SwapBlob { asked: String, serve: String },
+    /// Answer 200 with a JSON manifest of `size` bytes (mostly one long annotation), without
+    /// `Content-Length`: it ends when the connection closes. Its bytes count in `body_bytes`.
+    HugeManifest { path: String, size: u64 },
+}
+
 /// What the server has done, and how it misbehaves (change it while it runs).
 #[derive(Default)]
 pub struct Control {
@@ -32,6 +54,7 @@ pub struct Control {
     pub cut_after: AtomicU64,
     /// Close every blob (or file) request's connection at once, answering nothing.
     pub broken: AtomicBool,
+    pub fault: Mutex<Option<Fault>>,
 }
 
 pub struct HttpServer {
@@ -73,6 +96,73 @@ impl HttpServer {
 
     pub fn set_broken(&self, broken: bool) {
         self.control.broken.store(broken, Ordering::SeqCst);
+    }
+
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        *self.control.fault.lock().unwrap() = fault;
+    }
+}
+
+/// Answers with `fault` if it applies to `path`; `Some(new request line)` to forward instead,
+/// `None` when it answered (or does not apply: then the line is unchanged).
+fn apply_fault(
+    fault: &Fault,
+    out: &mut TcpStream,
+    first: &str,
+    path: &str,
+    c: &Control,
+) -> std::io::Result<Option<String>> {
+    match fault {
+        Fault::Status {
+            path: p,
+            code,
+            headers,
+        } if path.contains(p.as_str()) => {
+            let mut head = format!(
+                "HTTP/1.1 {code} Fault\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\
+                 Connection: close\r\n"
+            );
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\nfault");
+            out.write_all(head.as_bytes())?;
+            Ok(None)
+        }
+        Fault::RedirectLoop { path: p } if path.contains(p.as_str()) => {
+            out.write_all(
+                format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: {path}\r\nContent-Length: 0\r\n\
+                     Connection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )?;
+            Ok(None)
+        }
+        Fault::SwapBlob { asked, serve } if path.ends_with(&format!("/blobs/{asked}")) => {
+            Ok(Some(first.replace(asked.as_str(), serve)))
+        }
+        Fault::HugeManifest { path: p, size } if path.contains(p.as_str()) => {
+            out.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                  Connection: close\r\n\r\n",
+            )?;
+            let head = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"x":""#;
+            out.write_all(head)?;
+            let chunk = vec![b'a'; 64 << 10];
+            let mut sent = head.len() as u64;
+            while sent < *size {
+                let n = chunk.len().min((*size - sent) as usize);
+                if out.write_all(&chunk[..n]).is_err() {
+                    return Ok(None);
+                }
+                sent += n as u64;
+                c.body_bytes.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            let _ = out.write_all(br#""}}"#);
+            Ok(None)
+        }
+        _ => Ok(Some(first.to_string())),
     }
 }
 
@@ -154,6 +244,17 @@ fn handle(stream: TcpStream, backend: &Backend, c: &Control) -> std::io::Result<
         let _ = out.shutdown(Shutdown::Both);
         return Ok(());
     }
+    let fault = c.fault.lock().unwrap().clone();
+    let first = match &fault {
+        Some(f) => match apply_fault(f, &mut out, &first, &path, c)? {
+            Some(line) => line,
+            None => {
+                let _ = out.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+        },
+        None => first,
+    };
     match backend {
         Backend::File(file) => serve_file(&mut out, file, &method, &headers, c),
         Backend::Proxy(upstream) => proxy(&mut out, &mut r, upstream, &first, &headers, &path, c),

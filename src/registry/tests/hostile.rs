@@ -232,3 +232,61 @@ fn trickling_blobs_hit_the_low_speed_limit() {
     );
     assert!(took < Duration::from_secs(30), "bounded: {took:?}");
 }
+
+/// A 100 MiB manifest sent without `Content-Length` (it ends when the connection closes):
+/// the client stops reading at its limit and drops the connection, so the server gets to
+/// write only that plus what the sockets buffer, never the 100 MiB.
+#[test]
+fn endless_manifests_are_cut_off_at_the_limit() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut out = conn;
+                if request.contains(" /v2/ ") {
+                    let _ = out.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    );
+                    return;
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {MANIFEST}\r\nConnection: close\r\n\r\n\
+                     {{\"schemaVersion\":2,\"annotations\":{{\"x\":\""
+                );
+                let _ = out.write_all(head.as_bytes());
+                let chunk = vec![b'a'; 1 << 20];
+                for _ in 0..100 {
+                    if out.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                }
+                let _ = out.write_all(b"\"}}");
+            });
+        }
+    });
+    let r = Reference::parse(&format!("{addr}/t/endless:v1")).unwrap();
+    let started = Instant::now();
+    let err = client("amd64").resolve(&r).unwrap_err().to_string();
+    assert!(
+        err.ends_with("manifest of more than the 4194304 bytes rsing reads"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(sent < 32 << 20, "the server wrote {sent} bytes");
+}

@@ -2,7 +2,10 @@
 //!
 //! Every decoder is bounded: the caller says how many bytes the block may
 //! decompress to at most (metadata: 8 KiB, data: the block size) and a larger
-//! result is reported as corruption instead of growing memory.
+//! result is reported as corruption instead of growing memory. A decompression bomb (a few
+//! bytes that expand to gigabytes) therefore costs at most one block's worth of memory and
+//! of decoding time: every decoder writes into a buffer of `max` (+1) bytes and stops when
+//! it is full, and all of them report it in the same words ([`too_big`]).
 
 use super::{Error, Result};
 use std::cell::RefCell;
@@ -91,6 +94,11 @@ impl Compressor {
 
 type DResult = std::result::Result<Vec<u8>, String>;
 
+/// The one wording for a block that expands past its limit, whatever the codec.
+fn too_big(max: usize) -> String {
+    format!("expands to more than the {max} bytes a block may hold (decompression bomb?)")
+}
+
 /// Runs a streaming decoder over `input` into a buffer bounded by `max` bytes. `step` feeds
 /// the unread input and the unfilled output to the decoder and returns its running totals
 /// (bytes read, bytes written) and whether the stream ended. A step that makes no progress is
@@ -107,7 +115,7 @@ fn drive(
     loop {
         let (read, written, ended) = step(&input[in_pos..], &mut out[out_pos..])?;
         if written > max {
-            return Err(format!("output exceeds {max} bytes"));
+            return Err(too_big(max));
         }
         let stalled = read == in_pos && written == out_pos;
         if ended || (stalled && lenient_end && read == input.len() && written > 0) {
@@ -138,7 +146,10 @@ fn gzip(input: &[u8], max: usize) -> DResult {
 
 fn xz(input: &[u8], max: usize, legacy_lzma: bool) -> DResult {
     use liblzma::stream::{Action, Status, Stream};
-    const MEMLIMIT: u64 = 256 << 20;
+    // The decoder's dictionary is allocated up front at the size the stream's header asks
+    // for. SquashFS writers use at most the block size (1 MiB), so 64 MiB refuses only a
+    // hostile header, before it costs memory.
+    const MEMLIMIT: u64 = 64 << 20;
     let mut s = if legacy_lzma {
         Stream::new_lzma_decoder(MEMLIMIT)
     } else {
@@ -156,8 +167,12 @@ fn xz(input: &[u8], max: usize, legacy_lzma: bool) -> DResult {
 }
 
 fn lz4(input: &[u8], max: usize) -> DResult {
+    use lz4_flex::block::DecompressError;
     let mut out = vec![0u8; max];
-    let n = lz4_flex::block::decompress_into(input, &mut out).map_err(|e| e.to_string())?;
+    let n = lz4_flex::block::decompress_into(input, &mut out).map_err(|e| match e {
+        DecompressError::OutputTooSmall { .. } => too_big(max),
+        e => e.to_string(),
+    })?;
     out.truncate(n);
     Ok(out)
 }
@@ -167,6 +182,12 @@ thread_local! {
 }
 
 fn zstd(input: &[u8], max: usize) -> DResult {
+    // A frame that declares its size is refused before any decoding.
+    if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(input) {
+        if n > max as u64 {
+            return Err(too_big(max));
+        }
+    }
     ZSTD.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -182,7 +203,12 @@ fn zstd(input: &[u8], max: usize) -> DResult {
             Err(e) => {
                 // A failed frame can leave the context in a bad state.
                 *slot = None;
-                Err(e.to_string())
+                // zstd's name for ZSTD_error_dstSize_tooSmall: the frame did not fit.
+                if e.to_string().contains("Destination buffer is too small") {
+                    Err(too_big(max))
+                } else {
+                    Err(e.to_string())
+                }
             }
         }
     })
@@ -229,7 +255,7 @@ pub(crate) fn lzo1x(input: &[u8], max: usize) -> DResult {
         let end = inp.pos.checked_add(n).ok_or("input overrun")?;
         let src = inp.data.get(inp.pos..end).ok_or("input overrun")?;
         if out.len() + n > max {
-            return Err(format!("output exceeds {max} bytes"));
+            return Err(too_big(max));
         }
         out.extend_from_slice(src);
         inp.pos = end;
@@ -245,7 +271,7 @@ pub(crate) fn lzo1x(input: &[u8], max: usize) -> DResult {
             return Err("lookbehind overrun".into());
         }
         if out.len() + len > max {
-            return Err(format!("output exceeds {max} bytes"));
+            return Err(too_big(max));
         }
         let start = out.len() - dist;
         if dist >= len {
@@ -336,9 +362,86 @@ pub(crate) fn lzo1x(input: &[u8], max: usize) -> DResult {
     Ok(out)
 }
 
+/// `n` zero bytes compressed by `c` as a SquashFS writer would store a block: a
+/// decompression bomb when `n` is far above the block's limit. With `sized`, a zstd frame
+/// declares its content size (without, only decoding finds it out).
+#[cfg(test)]
+pub(crate) fn bomb(c: Compressor, n: usize, sized: bool) -> Vec<u8> {
+    use std::io::Write;
+    let zeros = vec![0u8; n];
+    match c {
+        Compressor::Gzip => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+            e.write_all(&zeros).unwrap();
+            e.finish().unwrap()
+        }
+        Compressor::Xz | Compressor::Lzma => {
+            use liblzma::stream::{Check, LzmaOptions, Stream};
+            let opts = LzmaOptions::new_preset(6).unwrap();
+            let stream = if c == Compressor::Xz {
+                Stream::new_easy_encoder(6, Check::Crc32).unwrap()
+            } else {
+                Stream::new_lzma_encoder(&opts).unwrap()
+            };
+            let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+            e.write_all(&zeros).unwrap();
+            e.finish().unwrap()
+        }
+        Compressor::Lzo => lzokay_native::compress(&zeros).unwrap(),
+        Compressor::Lz4 => lz4_flex::block::compress(&zeros),
+        Compressor::Zstd if sized => zstd::bulk::compress(&zeros, 3).unwrap(),
+        Compressor::Zstd => zstd::stream::encode_all(&zeros[..], 3).unwrap(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALL: [Compressor; 6] = [
+        Compressor::Gzip,
+        Compressor::Lzma,
+        Compressor::Lzo,
+        Compressor::Xz,
+        Compressor::Lz4,
+        Compressor::Zstd,
+    ];
+
+    /// A block that expands to 16 MiB is refused for the 8 KiB metadata limit and the 1 MiB
+    /// largest data block alike, quickly and in the same words, for every codec (and both
+    /// kinds of zstd frame); a block of exactly the limit still decodes.
+    #[test]
+    fn decompression_bombs_are_refused_for_every_codec() {
+        for c in ALL {
+            for sized in [true, false] {
+                if !sized && c != Compressor::Zstd {
+                    continue;
+                }
+                let bomb = bomb(c, 16 << 20, sized);
+                assert!(bomb.len() < 1 << 20, "{c:?}: {} bytes", bomb.len());
+                for max in [8192, 1 << 20] {
+                    let started = std::time::Instant::now();
+                    let err = c
+                        .decompress(&bomb, max, &|| "data block at 96".into())
+                        .unwrap_err()
+                        .to_string();
+                    let took = started.elapsed();
+                    assert!(
+                        err.contains("data block at 96")
+                            && err.contains(c.name())
+                            && err.contains(&format!("more than the {max} bytes")),
+                        "{c:?} sized={sized}: {err}"
+                    );
+                    assert!(took < std::time::Duration::from_secs(2), "{c:?}: {took:?}");
+                }
+                let exact = super::bomb(c, 8192, sized);
+                assert_eq!(
+                    c.decompress(&exact, 8192, &|| "x".into()).unwrap().len(),
+                    8192
+                );
+            }
+        }
+    }
 
     #[test]
     fn lzo_roundtrip_against_lzokay() {
@@ -374,14 +477,7 @@ mod tests {
         let garbage: Vec<u8> = (0..5000u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
             .collect();
-        for c in [
-            Compressor::Gzip,
-            Compressor::Lzma,
-            Compressor::Lzo,
-            Compressor::Xz,
-            Compressor::Lz4,
-            Compressor::Zstd,
-        ] {
+        for c in ALL {
             let _ = c.decompress(&garbage, 8192, &|| "test".into());
             let _ = c.decompress(&[], 8192, &|| "test".into());
         }

@@ -1,5 +1,6 @@
 //! Tests against images built at test time with mksquashfs / tar2sqfs.
 
+use super::format::{DATA_SIZE_MASK, DATA_UNCOMPRESSED, META_UNCOMPRESSED};
 use super::*;
 use crate::squashfs::testutil::{have_tool, TempDir};
 use std::ffi::{CString, OsStr};
@@ -830,4 +831,159 @@ fn long_block_lists_are_read_anywhere() {
         assert_eq!(&buf[..n], &body[at..end], "bytes at {at}");
     }
     assert_eq!(ar.read_file(&ino).unwrap(), body);
+}
+
+/// Where [`bomb_image`] puts its decompression bomb.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum BombIn {
+    Data,
+    Fragment,
+    Metadata,
+}
+
+const BOMB_BS: usize = 65536;
+
+fn le_u64(b: &[u8], at: usize) -> usize {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize
+}
+
+/// An image by mksquashfs with `comp` that stores everything uncompressed (`-noI -noD -noF`),
+/// so each block lies where the test can find it: `big` (one full 64 KiB block), `small` (a
+/// 60000-byte tail, alone in the only fragment block) and 300 empty files (a full first inode
+/// block). Then one of those blocks is overwritten by a `comp` stream that expands to 128
+/// times its limit, and its size field marked compressed: what a hostile writer would ship.
+/// Returns the image and the limit the reader must enforce.
+fn bomb_image(comp: Compressor, kind: BombIn) -> Option<(TempDir, PathBuf, usize)> {
+    if !have_tool("mksquashfs") {
+        return None;
+    }
+    let dir = TempDir::new("bomb");
+    let src = dir.0.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let big = prng_bytes(11, BOMB_BS);
+    std::fs::write(src.join("big"), &big).unwrap();
+    std::fs::write(src.join("small"), prng_bytes(12, 60000)).unwrap();
+    for i in 0..300 {
+        std::fs::write(src.join(format!("f{i:03}")), b"").unwrap();
+    }
+    let img = dir.0.join(format!("{}-{kind:?}.sqfs", comp.name()));
+    let block = BOMB_BS.to_string();
+    mksquashfs(
+        &src,
+        &img,
+        &[
+            "-comp",
+            comp.name(),
+            "-b",
+            &block,
+            "-noI",
+            "-noD",
+            "-noF",
+            "-noX",
+        ],
+    );
+    let mut b = std::fs::read(&img).unwrap();
+    let (inodes, dirs, frags) = (le_u64(&b, 64), le_u64(&b, 72), le_u64(&b, 80));
+    let limit = if kind == BombIn::Metadata {
+        8192
+    } else {
+        BOMB_BS
+    };
+    let bomb = compress::bomb(comp, 128 * limit, false);
+    let (at, room) = match kind {
+        BombIn::Data => {
+            // The block list entry of `big`: one stored (uncompressed) full block.
+            let field = (BOMB_BS as u32 | DATA_UNCOMPRESSED).to_le_bytes();
+            let table = &b[inodes..dirs];
+            let hits: Vec<usize> = (0..table.len() - 3)
+                .filter(|&i| table[i..i + 4] == field)
+                .collect();
+            assert_eq!(hits.len(), 1, "one stored full block in the inode table");
+            let at = inodes + hits[0];
+            b[at..at + 4].copy_from_slice(&(bomb.len() as u32).to_le_bytes());
+            let data = b.windows(64).position(|w| w == &big[..64]).unwrap();
+            (data, BOMB_BS)
+        }
+        BombIn::Fragment => {
+            // The fragment table's first metadata block (stored: a 2-byte header) holds the
+            // one entry: start (u64), size field (u32).
+            let entry = le_u64(&b, frags) + 2;
+            let start = le_u64(&b, entry);
+            let size = u32::from_le_bytes(b[entry + 8..entry + 12].try_into().unwrap());
+            assert!(size & DATA_UNCOMPRESSED != 0, "stored fragment block");
+            b[entry + 8..entry + 12].copy_from_slice(&(bomb.len() as u32).to_le_bytes());
+            (start, (size & DATA_SIZE_MASK) as usize)
+        }
+        BombIn::Metadata => {
+            let hdr = u16::from_le_bytes(b[inodes..inodes + 2].try_into().unwrap());
+            assert_eq!(
+                hdr,
+                META_UNCOMPRESSED | 8192,
+                "a full, stored first inode block"
+            );
+            b[inodes..inodes + 2].copy_from_slice(&(bomb.len() as u16).to_le_bytes());
+            (inodes + 2, 8192)
+        }
+    };
+    assert!(bomb.len() <= room, "{comp:?} bomb of {} bytes", bomb.len());
+    b[at..at + bomb.len()].copy_from_slice(&bomb);
+    std::fs::write(&img, &b).unwrap();
+    Some((dir, img, limit))
+}
+
+/// The first error met opening `img`, listing its root and reading every file in full.
+fn first_error(img: &Path) -> Option<String> {
+    let run = || -> Result<()> {
+        let ar = Archive::open_path(img, 0)?;
+        let root = ar.root()?;
+        let mut buf = vec![0u8; BOMB_BS];
+        for e in ar.read_dir(&root)? {
+            let ino = ar.inode(e.inode_ref)?;
+            let mut off = 0;
+            while off < ino.size {
+                off += ar.read_at(&ino, off, &mut buf)? as u64;
+            }
+        }
+        Ok(())
+    };
+    run().err().map(|e| e.to_string())
+}
+
+/// Decompression bombs in data, fragment and metadata blocks, for each compressor mksquashfs
+/// writes: refused at once, naming the block, the codec and the limit (the reader never
+/// allocates more than one block for them).
+#[test]
+fn decompression_bombs_in_every_block_kind_are_refused() {
+    for comp in [
+        Compressor::Gzip,
+        Compressor::Xz,
+        Compressor::Lzo,
+        Compressor::Lz4,
+        Compressor::Zstd,
+    ] {
+        for kind in [BombIn::Data, BombIn::Fragment, BombIn::Metadata] {
+            let Some((_dir, img, limit)) = bomb_image(comp, kind) else {
+                return;
+            };
+            let started = std::time::Instant::now();
+            let err = first_error(&img).unwrap_or_else(|| panic!("{comp:?} {kind:?} read"));
+            let took = started.elapsed();
+            let block = match kind {
+                BombIn::Data => "data block 0 of inode",
+                BombIn::Fragment => "fragment block 0 at",
+                BombIn::Metadata => "metadata block at",
+            };
+            assert!(
+                err.contains(block)
+                    && err.contains(&format!("({})", comp.name()))
+                    && err.contains(&format!("more than the {limit} bytes")),
+                "{comp:?} {kind:?}: {err}"
+            );
+            assert!(!err.contains('\n'), "{err}");
+            assert!(
+                took < std::time::Duration::from_secs(2),
+                "{comp:?} {kind:?}: {took:?}"
+            );
+        }
+    }
 }
