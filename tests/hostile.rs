@@ -410,6 +410,11 @@ fn decompression_bombs_met_inside_the_container_fail_fast() {
     let mut unique = lines.clone();
     unique.dedup();
     assert_eq!(unique.len(), lines.len(), "each warning once: {text}");
-    eprintln!("REPORT: {text}");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("rsing: error: ") && l.contains("inner-bomb.sqfs")),
+        "the error names the image: {text}"
+    );
     t.assert_host_clean(&t.marker(), &img);
 }

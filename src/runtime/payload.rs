@@ -245,9 +245,14 @@ fn exec(c: &Container, report: &Reporter) -> ! {
     } else {
         NOT_EXECUTABLE
     };
+    // EIO here is the image failing to read (a corrupt block): name the image.
+    let image = match err.raw_os_error() {
+        Some(libc::EIO) => format!(" (reading the image {})", c.fsname),
+        _ => String::new(),
+    };
     report.fail(
         code,
-        &format!("cannot execute {program} in the container: {err}"),
+        &format!("cannot execute {program} in the container: {err}{image}"),
     )
 }
 
