@@ -354,6 +354,17 @@ fn metadata_bomb_image(t: &TestEnv, name: &str, at_root: bool) -> Option<PathBuf
     Some(img)
 }
 
+/// `rsing exec IMG /bin/true`, which must end (however) within 20 s.
+fn true_in_bounded_time(t: &TestEnv, img: &std::path::Path) -> std::process::Output {
+    let started = Instant::now();
+    let out = t
+        .exec(img, ["/bin/true", &t.marker()])
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded time");
+    out
+}
+
 /// A bomb met when the image is opened: one line naming the image, the block and the limit.
 #[test]
 fn decompression_bomb_in_the_image_is_one_line_and_no_hang() {
@@ -361,12 +372,7 @@ fn decompression_bomb_in_the_image_is_one_line_and_no_hang() {
     let Some(img) = metadata_bomb_image(&t, "bomb.sqfs", true) else {
         return;
     };
-    let started = Instant::now();
-    let out = t
-        .exec(&img, ["/bin/true", &t.marker()])
-        .timeout(Duration::from_secs(60))
-        .run();
-    assert!(started.elapsed() < Duration::from_secs(20), "bounded time");
+    let out = true_in_bounded_time(&t, &img);
     let line = assert_one_safe_line(&out, "bomb.sqfs");
     assert!(
         line.contains("metadata block") && line.contains("more than the 8192 bytes"),
@@ -384,12 +390,7 @@ fn decompression_bombs_met_inside_the_container_fail_fast() {
     let Some(img) = metadata_bomb_image(&t, "inner-bomb.sqfs", false) else {
         return;
     };
-    let started = Instant::now();
-    let out = t
-        .exec(&img, ["/bin/true", &t.marker()])
-        .timeout(Duration::from_secs(60))
-        .run();
-    assert!(started.elapsed() < Duration::from_secs(20), "bounded time");
+    let out = true_in_bounded_time(&t, &img);
     let text = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{text}");
     assert!(

@@ -27,21 +27,7 @@ pub(super) fn apply(op: &BaseOp, c: &Container, served: &Served) -> Result<(), E
             let mut p = format!("{BASE}/stubs").into_bytes();
             p.extend_from_slice(&stub.path);
             let p = PathBuf::from(String::from_utf8_lossy(&p).into_owned());
-            let made = if stub.dir {
-                std::fs::create_dir_all(&p)
-            } else {
-                p.parent()
-                    .map(std::fs::create_dir_all)
-                    .unwrap_or(Ok(()))
-                    .and_then(|_| std::fs::write(&p, b""))
-            };
-            made.map_err(|e| {
-                Error::sys_on(
-                    "cannot create mount point",
-                    p.display().to_string(),
-                    errno_of(&e),
-                )
-            })
+            mounts::make_mount_point(&p, stub.dir).map_err(Error::Setup)
         }
         BaseOp::MountLayer { index } => {
             let given = &c.overlays.lower[*index].given;

@@ -68,7 +68,7 @@ pub fn apply(op: &MountOp) -> StepResult {
 }
 
 /// Creates `target` (and its parents) unless it exists: an empty file, or a directory.
-fn make_mount_point(target: &Path, dir: bool) -> StepResult {
+pub(super) fn make_mount_point(target: &Path, dir: bool) -> StepResult {
     if target.symlink_metadata().is_ok() {
         return Ok(());
     }

@@ -169,27 +169,7 @@ fn apply(op: &RootOp) -> Result<(), String> {
 fn sandbox_stub(stub: &Stub) -> Result<(), String> {
     let mut p = NEWROOT.as_bytes().to_vec();
     p.extend_from_slice(&stub.path);
-    let p = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&p));
-    let made = if stub.dir {
-        std::fs::create_dir_all(&p)
-    } else {
-        p.parent()
-            .map(std::fs::create_dir_all)
-            .unwrap_or(Ok(()))
-            .and_then(|_| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&p)
-            })
-            .map(drop)
-    };
-    made.map_err(|e| {
-        format!(
-            "cannot create mount point {} in the writable sandbox: {e}",
-            String::from_utf8_lossy(&stub.path)
-        )
-    })
+    mounts::make_mount_point(Path::new(std::ffi::OsStr::from_bytes(&p)), stub.dir)
 }
 
 fn enter_cwd(cwd: &str, home: &str, required: bool) -> Result<(), String> {
