@@ -168,3 +168,26 @@ fn completions_name_every_subcommand() {
     }
     t.rsing().args(["completions", "tcsh"]).assert_exit(2);
 }
+
+/// `-vv` prints the launch plan, the whole program of the start, one step a line.
+#[test]
+fn very_verbose_prints_the_plan() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    let out = t
+        .rsing()
+        .args(["-vv", "exec"])
+        .arg(&img)
+        .arg("/bin/true")
+        .assert_exit(0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for step in [
+        "plan:   base: tmpfs (rsing's base)",
+        "plan:   root: pivot into the base",
+        "plan:   root: generated passwd -> /etc/passwd",
+        "plan:   root: pivot into /newroot, detach the base",
+        "plan:   root: chdir",
+    ] {
+        assert!(err.contains(step), "missing {step:?} in:\n{err}");
+    }
+}

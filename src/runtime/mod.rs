@@ -72,7 +72,12 @@ pub struct Container {
 
 /// Runs the container to completion and returns the exit status rsing should end with.
 pub fn run(container: Container) -> Result<i32, Error> {
-    tracing::debug!("plan:\n{}", container.plan);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // `-vv`: the whole program of this start, one step a line.
+        for line in container.plan.to_string().lines() {
+            tracing::debug!("plan: {line}");
+        }
+    }
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::sys("cannot create a pipe", e))?;
     let joined = match &container.root {
