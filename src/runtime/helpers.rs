@@ -1,6 +1,9 @@
-//! FUSE helper programs for ext3 overlay images: Debian's `fuse2fs` serves each image
-//! read-only, as a lower layer of the kernel overlay (the kernel accepts a FUSE lower layer, but
-//! refuses a FUSE upper one: no tmpfile, no RENAME_WHITEOUT).
+//! FUSE helper programs for ext3 overlay images ([`HelperOp`]s of the plan): Debian's
+//! `fuse2fs` serves each image, a read-only one as a lower layer of the kernel overlay (the
+//! kernel accepts a FUSE lower layer, but refuses a FUSE upper one: no tmpfile, no
+//! RENAME_WHITEOUT). With an image as the writable layer, `fuse-overlayfs` merges the whole
+//! root instead, its upper and work directories in the image served read-write by `fuse2fs`:
+//! what Apptainer does unprivileged, so the images and their contents are interchangeable.
 //!
 //! They run as children of the supervisor inside the container's user and mount namespaces
 //! (so they mount with mount(2), no setuid fusermount), started after the fork once the image
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::overlay::Overlays;
+use super::plan::HelperOp;
 use super::{Container, Error, BASE};
 
 /// The helpers see a copy of the host's mount tree (`mount --rbind / BASE/hostroot`) as their
@@ -24,14 +27,11 @@ use super::{Container, Error, BASE};
 /// it serves would resolve its own paths through itself.
 const HOSTROOT: &str = "/tmp/hostroot";
 /// Where the helpers mount, in their own view (BASE is /tmp there too).
-const EXT_DIR: &str = "/tmp/ext";
+pub const EXT_DIR: &str = "/tmp/ext";
 /// The same mounts as the payload sees them after its first pivot_root into BASE.
 pub const EXT_AFTER_PIVOT: &str = "/hostroot/tmp/ext";
-
-/// True when the overlays need helper programs (ext3 images).
-pub fn needed(overlays: &Overlays) -> bool {
-    overlays.ext_layers().next().is_some()
-}
+/// The `fuse-overlayfs` root's mount point, in `EXT_DIR`.
+pub const MERGED: &str = "root";
 
 /// Creates the helpers' mount points and their root: called once rsing's tmpfs and the image
 /// and SquashFS layers are mounted, so that the copy of the mount tree includes them.
@@ -55,8 +55,7 @@ fn outside(path: &str) -> PathBuf {
     PathBuf::from(format!("{HOSTROOT}{path}"))
 }
 
-/// Starts `fuse2fs` for every ext3 overlay image. On failure, those already started are
-/// stopped.
+/// Starts the plan's helpers in order. On failure, those already started are stopped.
 pub fn start_for(c: &Container) -> Result<Vec<Helper>, Error> {
     let mut started = Vec::new();
     let result = start_into(c, &mut started);
@@ -67,33 +66,94 @@ pub fn start_for(c: &Container) -> Result<Vec<Helper>, Error> {
 }
 
 fn start_into(c: &Container, started: &mut Vec<Helper>) -> Result<(), Error> {
-    let tool = |name: &str| {
-        find(name).ok_or_else(|| Error::Setup(format!("{name} is needed for ext3 overlay images")))
-    };
-    let fuse2fs = tool("fuse2fs")?;
-    let images: Vec<(String, &Path, bool, &str)> = c
-        .overlays
-        .ext_layers()
-        .map(|(i, p)| (i.to_string(), p, true, c.overlays.lower[i].given.as_str()))
-        .collect();
-    for (name, image, readonly, given) in &images {
-        let mnt = format!("{EXT_DIR}/{name}");
-        std::fs::create_dir(outside(&mnt))
-            .map_err(|e| Error::Setup(format!("cannot create {mnt}: {e}")))?;
-        let options = if *readonly { "fakeroot,ro" } else { "fakeroot" };
-        let args = ["-f", "-o", options, &image.to_string_lossy(), mnt.as_str()].map(String::from);
-        let log = outside(&format!("{EXT_DIR}/{name}.log"));
-        let helper = start("fuse2fs", &fuse2fs, &args, &outside(&mnt), &log)
-            .map_err(|e| Error::Setup(format!("overlay {given}: {e}")))?;
-        started.push(helper);
-        if !outside(&format!("{mnt}/upper")).is_dir() {
-            return Err(Error::Setup(format!(
-                "overlay {given}: the image has no upper/ directory (rsing overlay create makes \
-                 one)"
-            )));
+    for op in &c.plan.helpers {
+        match op {
+            HelperOp::Ext3 {
+                image,
+                mount,
+                readonly,
+                given,
+            } => {
+                let fuse2fs = tool("fuse2fs", given)?;
+                make_mount_point(mount)?;
+                // fakeroot: fuse2fs checks no permissions itself (the kernel's
+                // default_permissions does); files keep the owner the caller gives them.
+                let options = if *readonly { "fakeroot,ro" } else { "fakeroot" };
+                let args = ["-f", "-o", options, &image.to_string_lossy(), mount].map(String::from);
+                let log = outside(&format!("{mount}.log"));
+                let helper = start("fuse2fs", &fuse2fs, &args, &outside(mount), &log)
+                    .map_err(|e| Error::Setup(format!("overlay {given}: {e}")))?;
+                started.push(helper);
+                let needed: &[&str] = if *readonly {
+                    &["upper"]
+                } else {
+                    &["upper", "work"]
+                };
+                if needed
+                    .iter()
+                    .any(|d| !outside(&format!("{mount}/{d}")).is_dir())
+                {
+                    return Err(Error::Setup(format!(
+                        "overlay {given}: the image has no {} director{} at its top (rsing \
+                         overlay create and apptainer overlay create make them)",
+                        needed.join("/ and ") + "/",
+                        if needed.len() > 1 { "ies" } else { "y" }
+                    )));
+                }
+            }
+            HelperOp::FuseOverlay {
+                lower,
+                upper,
+                work,
+                mount,
+                given,
+            } => {
+                let program = tool("fuse-overlayfs", given)?;
+                make_mount_point(mount)?;
+                let lower: Vec<String> = lower.iter().map(|d| escape(d)).collect();
+                // noacl: with ACLs on, the kernel asks the merged file system for
+                // system.posix_acl_access before an exec, fuse-overlayfs passes the lower
+                // layer's EOPNOTSUPP on (rsing's FUSE image has no ACLs), and every exec fails
+                // with it. Apptainer passes noacl too.
+                // default_permissions: the kernel checks permissions against the merged
+                // attributes, as on the kernel overlay. fsname: the image's path in the mount
+                // table and in the helper's command line.
+                let image = c.overlays.upper.as_ref().map(|u| u.dir.to_string_lossy());
+                let options = format!(
+                    "noacl,default_permissions,fsname={},lowerdir={},upperdir={},workdir={}",
+                    escape(&image.unwrap_or_default()),
+                    lower.join(":"),
+                    escape(upper),
+                    escape(work)
+                );
+                let args = ["-f", "-o", &options, mount].map(String::from);
+                let log = outside(&format!("{mount}.log"));
+                let helper = start("fuse-overlayfs", &program, &args, &outside(mount), &log)
+                    .map_err(|e| Error::Setup(format!("overlay {given}: {e}")))?;
+                started.push(helper);
+            }
         }
     }
     Ok(())
+}
+
+/// A helper program, or the one error that names its Debian package.
+fn tool(name: &str, given: &str) -> Result<PathBuf, Error> {
+    find(name).ok_or_else(|| {
+        Error::Setup(format!(
+            "overlay {given}: {name} is needed (Debian package {name}), and it is not installed"
+        ))
+    })
+}
+
+fn make_mount_point(mount: &str) -> Result<(), Error> {
+    std::fs::create_dir(outside(mount))
+        .map_err(|e| Error::Setup(format!("cannot create {mount}: {e}")))
+}
+
+/// A path inside a FUSE `-o` option list: libfuse splits options at ',' unless escaped.
+fn escape(path: &str) -> String {
+    path.replace('\\', "\\\\").replace(',', "\\,")
 }
 
 /// FUSE_SUPER_MAGIC.

@@ -123,7 +123,7 @@ pub fn run(container: Container) -> Result<i32, Error> {
     tracing::debug!("base prepared");
     // fuse2fs and fuse-overlayfs start after the fork, once the image is served; the payload
     // waits for them on `gate` before it builds the root.
-    let needs_helpers = helpers::needed(&container.overlays);
+    let needs_helpers = !plan.helpers.is_empty();
     if needs_helpers {
         helpers::prepare_root().map_err(Error::Setup)?;
     }

@@ -86,10 +86,15 @@ pub struct Layer {
     pub given: String,
 }
 
-/// The writable layer: `dir/upper` and `dir/work`.
+/// The writable layer: `dir/upper` and `dir/work` of a directory, or the same two
+/// directories at the top of an ext3 image (`ext3`: `dir` is the image file then).
 pub struct Upper {
     pub dir: PathBuf,
     pub given: String,
+    /// An ext3 image, served read-write by `fuse2fs`. The kernel refuses a FUSE upper layer
+    /// (no tmpfile, no RENAME_WHITEOUT through libfuse 2's high-level API), so such a root is
+    /// merged by `fuse-overlayfs` instead of the kernel, as Apptainer does unprivileged.
+    pub ext3: bool,
 }
 
 /// All overlay layers of one container, and the locks that keep them consistent.
@@ -217,6 +222,7 @@ pub fn open(requests: &[Request]) -> Result<Overlays, OverlayError> {
                 out.upper = Some(Upper {
                     dir: req.path.clone(),
                     given: req.given.clone(),
+                    ext3: false,
                 });
             } else {
                 out.locks.push(lock(req, false)?);
@@ -250,29 +256,42 @@ pub fn open(requests: &[Request]) -> Result<Overlays, OverlayError> {
                 });
             }
             FileKind::Ext => {
-                for tool in ["fuse2fs"] {
+                let writable = Some(i) == last_writable;
+                let tools: &[&str] = if writable {
+                    &["fuse2fs", "fuse-overlayfs"]
+                } else {
+                    &["fuse2fs"]
+                };
+                for tool in tools {
                     if super::helpers::find(tool).is_none() {
+                        let what = if writable { "a writable" } else { "an" };
                         return Err(OverlayError::Other {
                             given: req.given.clone(),
                             what: format!(
-                                "an ext3 overlay image needs {tool} (Debian package {tool}), \
+                                "{what} ext3 overlay image needs {tool} (Debian package {tool}), \
                                  which is not installed"
                             ),
                         });
                     }
                 }
-                if Some(i) == last_writable {
-                    // Kernel overlayfs refuses a FUSE upper layer: FUSE counts as a remote file
-                    // system, for which overlayfs requires d_type, RENAME_WHITEOUT and xattrs,
-                    // and fuse2fs (libfuse 2's high-level API) gives none of the first two. The
-                    // way that works (fuse-overlayfs over fuse2fs, as Apptainer does) needs
-                    // the launch to mount the root with fuse-overlayfs: docs/overlays.md.
+                // The image file itself is locked: an ext3 file system mounted twice read-write
+                // is corrupted, and a reader would see it change underneath.
+                out.locks.push(lock(req, writable)?);
+                if writable && nix::unistd::access(&req.path, nix::unistd::AccessFlags::W_OK).is_err()
+                {
                     return Err(OverlayError::Other {
                         given: req.given.clone(),
-                        what: WRITABLE_IMAGE_UNSUPPORTED.into(),
+                        what: "you cannot write to this image file; add :ro to use it read-only"
+                            .into(),
+                    });
+                }
+                if writable {
+                    out.upper = Some(Upper {
+                        dir: req.path.clone(),
+                        given: req.given.clone(),
+                        ext3: true,
                     });
                 } else {
-                    out.locks.push(lock(req, false)?);
                     lower.push(Layer {
                         source: LayerSource::Ext(req.path.clone()),
                         given: req.given.clone(),
@@ -320,12 +339,6 @@ pub fn with_image_content(
     })
 }
 
-/// Why `--overlay FILE.img` cannot take writes, and what to use instead.
-pub const WRITABLE_IMAGE_UNSUPPORTED: &str = "a writable ext3 overlay image is not supported: \
-     the kernel refuses a FUSE (fuse2fs) file system as an overlay's upper layer (no d_type, no \
-     RENAME_WHITEOUT); use FILE.img:ro, a directory overlay (--overlay DIR), or seal a directory \
-     overlay into a layer (rsing overlay seal DIR OUT.sqfs)";
-
 /// A directory or an ext3 image: what can take writes.
 fn writable_kind(path: &Path) -> bool {
     match std::fs::metadata(path) {
@@ -348,7 +361,8 @@ fn apptainer_layout(archive: &Archive) -> bool {
         && matches!(archive.lstat(b"/upper"), Ok(Some(NodeKind::Dir)))
 }
 
-/// `flock` on the overlay directory: exclusive for the writer, shared for readers.
+/// `flock` on the overlay directory or image file: exclusive for the writer, shared for
+/// readers.
 fn lock(req: &Request, exclusive: bool) -> Result<File, OverlayError> {
     let dir = File::open(&req.path).map_err(|source| OverlayError::Io {
         given: req.given.clone(),

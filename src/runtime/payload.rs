@@ -134,6 +134,7 @@ fn apply(op: &RootOp) -> Result<(), String> {
                     &overlay::Upper {
                         dir: dir.clone(),
                         given: given.clone(),
+                        ext3: false,
                     },
                     &e,
                 ),
@@ -146,6 +147,9 @@ fn apply(op: &RootOp) -> Result<(), String> {
             *readonly,
             "the image",
         ),
+        RootOp::BindMerged(src) => {
+            mounts::bind(Path::new(src), Path::new(NEWROOT), false, "the merged root")
+        }
         RootOp::SandboxStub(stub) => sandbox_stub(stub),
         RootOp::Mount(m) => mounts::apply(m),
         RootOp::EnterContainer => {

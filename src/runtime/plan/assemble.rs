@@ -9,8 +9,9 @@
 
 use std::path::Path;
 
-use super::{BaseOp, ImageKind, MountOp, Options, RootOp, Stub};
-use crate::runtime::helpers::EXT_AFTER_PIVOT;
+use super::{BaseOp, HelperOp, ImageKind, MountOp, Options, RootOp, Stub};
+use crate::runtime::helpers::{EXT_AFTER_PIVOT, EXT_DIR, MERGED};
+use crate::runtime::BASE;
 use crate::runtime::mounts::{NEWROOT, OLDROOT};
 use crate::runtime::overlay::Overlays;
 
@@ -55,6 +56,48 @@ pub(super) fn base(
     ops
 }
 
+/// The FUSE helpers: `fuse2fs` for each ext3 image, and with an ext3 image as the writable
+/// layer, `fuse-overlayfs` merging the whole root (stubs, read-only layers, the image) under
+/// the image's `upper`/`work`, as Apptainer does unprivileged.
+pub(super) fn helpers(options: &Options, overlays: &Overlays, has_stubs: bool) -> Vec<HelperOp> {
+    let mut ops: Vec<HelperOp> = overlays
+        .ext_layers()
+        .map(|(i, image)| HelperOp::Ext3 {
+            image: image.to_path_buf(),
+            mount: format!("{EXT_DIR}/{i}"),
+            readonly: true,
+            given: overlays.lower[i].given.clone(),
+        })
+        .collect();
+    if let Some(upper) = overlays.upper.as_ref().filter(|u| u.ext3) {
+        let mount = format!("{EXT_DIR}/upper");
+        ops.push(HelperOp::Ext3 {
+            image: upper.dir.clone(),
+            mount: mount.clone(),
+            readonly: false,
+            given: upper.given.clone(),
+        });
+        let mut lower = Vec::new();
+        if has_stubs {
+            lower.push(format!("{BASE}/stubs"));
+        }
+        // The helpers' view: rsing's tmpfs at BASE, host paths as they are.
+        lower.extend(overlays.lower_dirs(BASE, "", EXT_DIR));
+        lower.push(match &options.image {
+            ImageKind::Mounted => format!("{BASE}/image"),
+            ImageKind::Directory(dir) => dir.to_string_lossy().into_owned(),
+        });
+        ops.push(HelperOp::FuseOverlay {
+            lower,
+            upper: format!("{mount}/upper"),
+            work: format!("{mount}/work"),
+            mount: format!("{EXT_DIR}/{MERGED}"),
+            given: upper.given.clone(),
+        });
+    }
+    ops
+}
+
 /// The payload's steps, from the first pivot to the working directory.
 pub(super) fn root(
     options: &Options,
@@ -74,6 +117,8 @@ pub(super) fn root(
     if options.writable {
         ops.push(RootOp::BindImage { readonly: false });
         ops.extend(stubs.into_iter().map(RootOp::SandboxStub));
+    } else if overlays.upper.as_ref().is_some_and(|u| u.ext3) {
+        ops.push(RootOp::BindMerged(format!("{EXT_AFTER_PIVOT}/{MERGED}")));
     } else if whole_root {
         ops.push(whole_root_overlay(options, overlays, !stubs.is_empty()));
     } else {

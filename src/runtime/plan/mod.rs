@@ -27,7 +27,7 @@ use super::error::Error;
 use super::host::HostFacts;
 use super::overlay::Overlays;
 use crate::tree::Tree;
-pub use ops::{BaseOp, MountOp, RootOp, Stub};
+pub use ops::{BaseOp, HelperOp, MountOp, RootOp, Stub};
 
 /// Where the image's root comes from, as far as the plan cares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +73,9 @@ pub struct Options {
 pub struct Plan {
     /// The supervisor's steps before the fork.
     pub base: Vec<BaseOp>,
+    /// FUSE helper programs the supervisor starts after the fork (ext3 overlay images); the
+    /// payload waits for them before its first step.
+    pub helpers: Vec<HelperOp>,
     /// The payload's steps after the fork, up to the command's working directory.
     pub root: Vec<RootOp>,
     /// The payload creates a PID namespace first and becomes its init's parent (`--pid`,
@@ -113,6 +116,9 @@ impl fmt::Display for Plan {
         for op in &self.base {
             writeln!(f, "  base: {op}")?;
         }
+        for op in &self.helpers {
+            writeln!(f, "  helper: {op}")?;
+        }
         for op in &self.root {
             writeln!(f, "  root: {op}")?;
         }
@@ -138,6 +144,7 @@ pub fn build(
     let anchors =
         place::anchors(&stubs, tree).map_err(|e| place::image_lookup("a mount point", e))?;
     let base = assemble::base(options, overlays, wanted.files, &stubs);
+    let helpers = assemble::helpers(options, overlays, !stubs.is_empty());
     let root = assemble::root(
         options,
         overlays,
@@ -148,6 +155,7 @@ pub fn build(
     );
     Ok(Plan {
         base,
+        helpers,
         root,
         pid_ns: options.pid_ns,
         cwd: wanted.cwd,

@@ -87,6 +87,29 @@ pub enum BaseOp {
     AttachImage,
 }
 
+/// A FUSE helper program the supervisor starts after the fork, before the payload builds
+/// the root (`runtime::helpers`). Paths are as the helper sees them: it runs in a copy of
+/// the host's mount tree, where rsing's tmpfs is `/tmp` and host paths are themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HelperOp {
+    /// `fuse2fs` serving the ext3 image `image` on `mount`.
+    Ext3 {
+        image: PathBuf,
+        mount: String,
+        readonly: bool,
+        given: String,
+    },
+    /// `fuse-overlayfs` merging `lower` (topmost first) under `upper`/`work` on `mount`: the
+    /// root of a container whose writable layer is an ext3 image.
+    FuseOverlay {
+        lower: Vec<String>,
+        upper: String,
+        work: String,
+        mount: String,
+        given: String,
+    },
+}
+
 /// A step of the payload after the fork.
 #[derive(Debug, Clone)]
 pub enum RootOp {
@@ -106,6 +129,8 @@ pub enum RootOp {
     },
     /// /image bound at /newroot, read-only unless a writable sandbox.
     BindImage { readonly: bool },
+    /// A root merged by a helper ([`HelperOp::FuseOverlay`]), bound read-write at /newroot.
+    BindMerged(String),
     /// A missing mount point created inside a `--writable` sandbox.
     SandboxStub(Stub),
     /// One mount of the container's tree.
@@ -168,6 +193,35 @@ impl fmt::Display for BaseOp {
     }
 }
 
+impl fmt::Display for HelperOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HelperOp::Ext3 {
+                image,
+                mount,
+                readonly,
+                ..
+            } => write!(
+                f,
+                "fuse2fs {} -> {mount} ({})",
+                image.display(),
+                if *readonly { "ro" } else { "rw" }
+            ),
+            HelperOp::FuseOverlay {
+                lower,
+                upper,
+                work,
+                mount,
+                ..
+            } => write!(
+                f,
+                "fuse-overlayfs {mount} lower={} upper={upper} work={work}",
+                lower.join(":")
+            ),
+        }
+    }
+}
+
 impl fmt::Display for RootOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -194,6 +248,7 @@ impl fmt::Display for RootOp {
                 "bind /image -> /newroot{}",
                 if *readonly { " (ro)" } else { "" }
             ),
+            RootOp::BindMerged(src) => write!(f, "bind {src} -> /newroot (merged by a helper)"),
             RootOp::SandboxStub(s) => write!(f, "create {} in the sandbox", show(&s.path)),
             RootOp::Mount(m) => write!(f, "{m}"),
             RootOp::EnterContainer => write!(f, "pivot into /newroot, detach the base"),
