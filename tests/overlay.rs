@@ -316,6 +316,52 @@ fn ext3_overlay_image_keeps_changes() {
     );
     assert!(!d.join("upper/top").exists());
     assert_eq!(t.sh_with(["--overlay", &ov(&file)], &img, "cat /top"), "top");
+    // A lower file deleted through the image: fuse-overlayfs records a `.wh.below` file,
+    // which hides /below again when the image is stacked read-only.
+    t.sh_with(o, &img, "rm /below");
+    let o = ["--overlay", &format!("{}:ro", ov(&d)), "--overlay", &ro];
+    let script = "test -e /below || echo gone; ls -a / | grep -c wh || true";
+    assert_eq!(t.sh_with(o, &img, script), "gone\n0");
+    assert_no_helpers_left(&file);
+}
+
+/// `overlay create --fakeroot`: an image whose directories are root's, for `--fakeroot`,
+/// where root deletes an image file and replaces an image directory; read back read-only,
+/// and sealed into the same layer.
+#[test]
+fn fakeroot_ext3_overlay_image_takes_roots_changes() {
+    let t = TestEnv::new();
+    let img = image!(BUSYBOX);
+    if !have_tools(&["fuse-overlayfs", "fuse2fs", "mkfs.ext3", "debugfs"]) {
+        return;
+    }
+    let file = t.dir.join("root.img");
+    t.rsing()
+        .args(["overlay", "create", "--fakeroot", "--size", "16"])
+        .arg(&file)
+        .assert_exit(0);
+    let o = ["--fakeroot", "--overlay", &ov(&file)];
+    let script = "rm /bin/true && rm -rf /suid && mkdir /suid && echo new > /suid/only && \
+                  echo r > /rootfile && stat -c %u /rootfile";
+    assert_eq!(t.sh_with(o, &img, script), "0");
+    assert_clean_ext3(&file);
+    let check = "test -e /bin/true || echo gone; ls /suid; cat /rootfile";
+    let ro = format!("{}:ro", ov(&file));
+    assert_eq!(
+        t.sh_with(["--fakeroot", "--overlay", &ro], &img, check),
+        "gone\nonly\nr"
+    );
+    let layer = t.dir.join("root.sqfs");
+    t.rsing()
+        .args(["overlay", "seal"])
+        .arg(&file)
+        .arg(&layer)
+        .assert_exit(0);
+    assert_eq!(
+        t.sh_with(["--overlay", &ov(&layer)], &img, check),
+        "gone\nonly\nr"
+    );
+    assert_no_helpers_left(&file);
 }
 
 /// One writer per image: a second writer, or a reader, fails in one line while the first

@@ -28,6 +28,10 @@ pub struct CreateArgs {
     /// Also create this directory in the overlay (repeatable)
     #[arg(long = "create-dir", value_name = "DIR")]
     pub create_dir: Vec<String>,
+    /// Make the directories root's, for use with `exec --fakeroot` (as Apptainer's
+    /// `overlay create --fakeroot`): an image keeps the ids inside the container
+    #[arg(long)]
+    pub fakeroot: bool,
     /// The image file to create (must not exist)
     pub file: PathBuf,
 }
@@ -92,8 +96,11 @@ fn create(args: &CreateArgs) -> anyhow::Result<i32> {
             })?;
         }
         drop(out);
-        let uid = nix::unistd::getuid();
-        let gid = nix::unistd::getgid();
+        let (uid, gid) = if args.fakeroot {
+            (0, 0)
+        } else {
+            (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+        };
         let done = std::process::Command::new(&mkfs)
             .args(["-q", "-F", "-E"])
             .arg(format!("root_owner={uid}:{gid}"))
@@ -108,6 +115,9 @@ fn create(args: &CreateArgs) -> anyhow::Result<i32> {
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
             bail!("mkfs.ext3 failed: {first}");
         }
+        if args.fakeroot {
+            give_to_root(file, &seed)?;
+        }
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&seed);
@@ -116,6 +126,53 @@ fn create(args: &CreateArgs) -> anyhow::Result<i32> {
     }
     result.with_context(|| format!("overlay image {}", file.display()))?;
     Ok(0)
+}
+
+/// `--fakeroot`: every directory copied from `seed` owned by 0:0 in the image. `mkfs.ext3 -d`
+/// copies the seed's owner (the caller), and only root may chown on the host, so debugfs sets
+/// the owner in the image instead.
+fn give_to_root(file: &std::path::Path, seed: &std::path::Path) -> anyhow::Result<()> {
+    let debugfs = find_sbin("debugfs")
+        .context("debugfs not found (install e2fsprogs) to create a --fakeroot overlay image")?;
+    let mut script = String::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in std::fs::read_dir(seed.join(&rel))? {
+            let rel = rel.join(entry?.file_name());
+            let path = format!("/{}", rel.display());
+            if path.contains(['"', '\n']) {
+                bail!("{path}: a directory name debugfs cannot take");
+            }
+            for field in ["uid", "gid"] {
+                script += &format!("set_inode_field \"{path}\" {field} 0\n");
+            }
+            stack.push(rel);
+        }
+    }
+    let mut child = std::process::Command::new(&debugfs)
+        .args(["-w", "-f", "-"])
+        .arg(file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", debugfs.display()))?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .context("debugfs's stdin")?
+        .write_all(script.as_bytes())?;
+    let done = child.wait_with_output()?;
+    // debugfs exits 0 whatever its commands did; its only line on success is its banner.
+    let text = String::from_utf8_lossy(&done.stderr);
+    if let Some(line) = text.lines().find(|l| !l.starts_with("debugfs ")) {
+        bail!("debugfs failed: {line}");
+    }
+    if !done.status.success() {
+        bail!("debugfs failed ({})", done.status);
+    }
+    Ok(())
 }
 
 /// A fresh private directory next to `file` (same file system, removed by the caller).

@@ -1,9 +1,9 @@
 //! FUSE helper programs for ext3 overlay images ([`HelperOp`]s of the plan): Debian's
-//! `fuse2fs` serves each image, a read-only one as a lower layer of the kernel overlay (the
-//! kernel accepts a FUSE lower layer, but refuses a FUSE upper one: no tmpfile, no
-//! RENAME_WHITEOUT). With an image as the writable layer, `fuse-overlayfs` merges the whole
-//! root instead, its upper and work directories in the image served read-write by `fuse2fs`:
-//! what Apptainer does unprivileged, so the images and their contents are interchangeable.
+//! `fuse2fs` serves each image (read-write for the writable one), and `fuse-overlayfs`
+//! merges the whole root over them. The kernel's overlay refuses a FUSE upper layer (no
+//! tmpfile, no RENAME_WHITEOUT), and would misread the `.wh.` whiteouts fuse-overlayfs writes
+//! for a user who is not root inside. This is what Apptainer does unprivileged, so images and
+//! their contents are interchangeable with it.
 //!
 //! They run as children of the supervisor inside the container's user and mount namespaces
 //! (so they mount with mount(2), no setuid fusermount), started after the fork once the image
@@ -104,8 +104,8 @@ fn start_into(c: &Container, started: &mut Vec<Helper>) -> Result<(), Error> {
             HelperOp::FuseOverlay {
                 lower,
                 upper,
-                work,
                 mount,
+                fsname,
                 given,
             } => {
                 let program = tool("fuse-overlayfs", given)?;
@@ -114,18 +114,17 @@ fn start_into(c: &Container, started: &mut Vec<Helper>) -> Result<(), Error> {
                 // noacl: with ACLs on, the kernel asks the merged file system for
                 // system.posix_acl_access before an exec, fuse-overlayfs passes the lower
                 // layer's EOPNOTSUPP on (rsing's FUSE image has no ACLs), and every exec fails
-                // with it. Apptainer passes noacl too.
-                // default_permissions: the kernel checks permissions against the merged
-                // attributes, as on the kernel overlay. fsname: the image's path in the mount
-                // table and in the helper's command line.
-                let image = c.overlays.upper.as_ref().map(|u| u.dir.to_string_lossy());
-                let options = format!(
-                    "noacl,default_permissions,fsname={},lowerdir={},upperdir={},workdir={}",
-                    escape(&image.unwrap_or_default()),
-                    lower.join(":"),
-                    escape(upper),
-                    escape(work)
+                // with it. default_permissions: the kernel checks permissions against the
+                // merged attributes, as on the kernel overlay. fsname: the image's path in the
+                // mount table and on the helper's command line.
+                let mut options = format!(
+                    "noacl,default_permissions,fsname={},lowerdir={}",
+                    escape(fsname),
+                    lower.join(":")
                 );
+                if let Some((upper, work)) = upper {
+                    options += &format!(",upperdir={},workdir={}", escape(upper), escape(work));
+                }
                 let args = ["-f", "-o", &options, mount].map(String::from);
                 let log = outside(&format!("{mount}.log"));
                 let helper = start("fuse-overlayfs", &program, &args, &outside(mount), &log)

@@ -75,8 +75,8 @@ pub enum LayerSource {
         archive: Arc<Archive>,
         subdir: Option<&'static str>,
     },
-    /// An ext3 overlay image, served read-only by `fuse2fs` at `BASE/ext/INDEX`; its content
-    /// is its `/upper` directory (Apptainer's layout).
+    /// An ext3 overlay image, served read-only by `fuse2fs` at `BASE/ext/INDEX` (helpers'
+    /// view); its content is its `/upper` directory (Apptainer's layout).
     Ext(PathBuf),
 }
 
@@ -257,18 +257,12 @@ pub fn open(requests: &[Request]) -> Result<Overlays, OverlayError> {
             }
             FileKind::Ext => {
                 let writable = Some(i) == last_writable;
-                let tools: &[&str] = if writable {
-                    &["fuse2fs", "fuse-overlayfs"]
-                } else {
-                    &["fuse2fs"]
-                };
-                for tool in tools {
+                for tool in ["fuse2fs", "fuse-overlayfs"] {
                     if super::helpers::find(tool).is_none() {
-                        let what = if writable { "a writable" } else { "an" };
                         return Err(OverlayError::Other {
                             given: req.given.clone(),
                             what: format!(
-                                "{what} ext3 overlay image needs {tool} (Debian package {tool}), \
+                                "an ext3 overlay image needs {tool} (Debian package {tool}), \
                                  which is not installed"
                             ),
                         });

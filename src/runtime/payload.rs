@@ -147,8 +147,8 @@ fn apply(op: &RootOp) -> Result<(), String> {
             *readonly,
             "the image",
         ),
-        RootOp::BindMerged(src) => {
-            mounts::bind(Path::new(src), Path::new(NEWROOT), false, "the merged root")
+        RootOp::BindMerged { src, readonly } => {
+            mounts::bind(Path::new(src), Path::new(NEWROOT), *readonly, "the merged root")
         }
         RootOp::SandboxStub(stub) => sandbox_stub(stub),
         RootOp::Mount(m) => mounts::apply(m),

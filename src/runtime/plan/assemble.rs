@@ -56,9 +56,12 @@ pub(super) fn base(
     ops
 }
 
-/// The FUSE helpers: `fuse2fs` for each ext3 image, and with an ext3 image as the writable
-/// layer, `fuse-overlayfs` merging the whole root (stubs, read-only layers, the image) under
-/// the image's `upper`/`work`, as Apptainer does unprivileged.
+/// The FUSE helpers: `fuse2fs` for each ext3 image, and `fuse-overlayfs` merging the whole
+/// root (stubs, read-only layers, the image) under the writable layer, as Apptainer does
+/// unprivileged. The kernel's overlay cannot take an ext3 image as its upper layer (it refuses
+/// FUSE there), and as a lower one it would misread what fuse-overlayfs wrote into it: a file
+/// deleted by a user who is not root inside is recorded as a `.wh.NAME` file, which only
+/// fuse-overlayfs understands. So any ext3 image in the stack makes fuse-overlayfs the root.
 pub(super) fn helpers(options: &Options, overlays: &Overlays, has_stubs: bool) -> Vec<HelperOp> {
     let mut ops: Vec<HelperOp> = overlays
         .ext_layers()
@@ -69,33 +72,57 @@ pub(super) fn helpers(options: &Options, overlays: &Overlays, has_stubs: bool) -
             given: overlays.lower[i].given.clone(),
         })
         .collect();
-    if let Some(upper) = overlays.upper.as_ref().filter(|u| u.ext3) {
+    let ext_upper = overlays.upper.as_ref().filter(|u| u.ext3);
+    // The image named in the mount table and in messages: the writable one, else the topmost.
+    let Some((image, given)) = ext_upper
+        .map(|u| (u.dir.as_path(), u.given.as_str()))
+        .or_else(|| {
+            let (i, image) = overlays.ext_layers().next()?;
+            Some((image, overlays.lower[i].given.as_str()))
+        })
+    else {
+        return ops;
+    };
+    let upper = if let Some(u) = ext_upper {
         let mount = format!("{EXT_DIR}/upper");
         ops.push(HelperOp::Ext3 {
-            image: upper.dir.clone(),
+            image: u.dir.clone(),
             mount: mount.clone(),
             readonly: false,
-            given: upper.given.clone(),
+            given: u.given.clone(),
         });
-        let mut lower = Vec::new();
-        if has_stubs {
-            lower.push(format!("{BASE}/stubs"));
-        }
-        // The helpers' view: rsing's tmpfs at BASE, host paths as they are.
-        lower.extend(overlays.lower_dirs(BASE, "", EXT_DIR));
-        lower.push(match &options.image {
-            ImageKind::Mounted => format!("{BASE}/image"),
-            ImageKind::Directory(dir) => dir.to_string_lossy().into_owned(),
-        });
-        ops.push(HelperOp::FuseOverlay {
-            lower,
-            upper: format!("{mount}/upper"),
-            work: format!("{mount}/work"),
-            mount: format!("{EXT_DIR}/{MERGED}"),
-            given: upper.given.clone(),
-        });
+        Some((format!("{mount}/upper"), format!("{mount}/work")))
+    } else if let Some(u) = &overlays.upper {
+        let dir = u.dir.to_string_lossy();
+        Some((format!("{dir}/upper"), format!("{dir}/work")))
+    } else {
+        options
+            .writable_tmpfs
+            .then(|| (format!("{BASE}/rw/upper"), format!("{BASE}/rw/work")))
+    };
+    let mut lower = Vec::new();
+    if has_stubs {
+        lower.push(format!("{BASE}/stubs"));
     }
+    // The helpers' view: rsing's tmpfs at BASE, host paths as they are.
+    lower.extend(overlays.lower_dirs(BASE, "", EXT_DIR));
+    lower.push(match &options.image {
+        ImageKind::Mounted => format!("{BASE}/image"),
+        ImageKind::Directory(dir) => dir.to_string_lossy().into_owned(),
+    });
+    ops.push(HelperOp::FuseOverlay {
+        lower,
+        upper,
+        mount: format!("{EXT_DIR}/{MERGED}"),
+        fsname: image.to_string_lossy().into_owned(),
+        given: given.to_string(),
+    });
     ops
+}
+
+/// True when a helper merges the root ([`helpers`]).
+fn merged_by_helper(overlays: &Overlays) -> bool {
+    overlays.upper.as_ref().is_some_and(|u| u.ext3) || overlays.ext_layers().next().is_some()
 }
 
 /// The payload's steps, from the first pivot to the working directory.
@@ -117,8 +144,11 @@ pub(super) fn root(
     if options.writable {
         ops.push(RootOp::BindImage { readonly: false });
         ops.extend(stubs.into_iter().map(RootOp::SandboxStub));
-    } else if overlays.upper.as_ref().is_some_and(|u| u.ext3) {
-        ops.push(RootOp::BindMerged(format!("{EXT_AFTER_PIVOT}/{MERGED}")));
+    } else if merged_by_helper(overlays) {
+        ops.push(RootOp::BindMerged {
+            src: format!("{EXT_AFTER_PIVOT}/{MERGED}"),
+            readonly: overlays.upper.is_none() && !options.writable_tmpfs,
+        });
     } else if whole_root {
         ops.push(whole_root_overlay(options, overlays, !stubs.is_empty()));
     } else {

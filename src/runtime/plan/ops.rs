@@ -99,13 +99,14 @@ pub enum HelperOp {
         readonly: bool,
         given: String,
     },
-    /// `fuse-overlayfs` merging `lower` (topmost first) under `upper`/`work` on `mount`: the
-    /// root of a container whose writable layer is an ext3 image.
+    /// `fuse-overlayfs` merging `lower` (topmost first) on `mount`, under `upper` and `work`
+    /// when writable (read-only without): the root of a container with an ext3 image in its
+    /// stack. `fsname` names the mount (an image path).
     FuseOverlay {
         lower: Vec<String>,
-        upper: String,
-        work: String,
+        upper: Option<(String, String)>,
         mount: String,
+        fsname: String,
         given: String,
     },
 }
@@ -129,8 +130,8 @@ pub enum RootOp {
     },
     /// /image bound at /newroot, read-only unless a writable sandbox.
     BindImage { readonly: bool },
-    /// A root merged by a helper ([`HelperOp::FuseOverlay`]), bound read-write at /newroot.
-    BindMerged(String),
+    /// A root merged by a helper ([`HelperOp::FuseOverlay`]), bound at /newroot.
+    BindMerged { src: String, readonly: bool },
     /// A missing mount point created inside a `--writable` sandbox.
     SandboxStub(Stub),
     /// One mount of the container's tree.
@@ -210,14 +211,15 @@ impl fmt::Display for HelperOp {
             HelperOp::FuseOverlay {
                 lower,
                 upper,
-                work,
                 mount,
                 ..
-            } => write!(
-                f,
-                "fuse-overlayfs {mount} lower={} upper={upper} work={work}",
-                lower.join(":")
-            ),
+            } => {
+                write!(f, "fuse-overlayfs {mount} lower={}", lower.join(":"))?;
+                match upper {
+                    Some((up, work)) => write!(f, " upper={up} work={work}"),
+                    None => write!(f, " (ro)"),
+                }
+            }
         }
     }
 }
@@ -248,7 +250,11 @@ impl fmt::Display for RootOp {
                 "bind /image -> /newroot{}",
                 if *readonly { " (ro)" } else { "" }
             ),
-            RootOp::BindMerged(src) => write!(f, "bind {src} -> /newroot (merged by a helper)"),
+            RootOp::BindMerged { src, readonly } => write!(
+                f,
+                "bind {src} -> /newroot (merged by a helper){}",
+                if *readonly { " (ro)" } else { "" }
+            ),
             RootOp::SandboxStub(s) => write!(f, "create {} in the sandbox", show(&s.path)),
             RootOp::Mount(m) => write!(f, "{m}"),
             RootOp::EnterContainer => write!(f, "pivot into /newroot, detach the base"),
