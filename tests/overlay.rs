@@ -272,7 +272,11 @@ fn assert_clean_ext3(file: &Path) {
     if !have_tools(&["e2fsck"]) {
         return;
     }
-    let out = Command::new("e2fsck").arg("-fn").arg(file).output().unwrap();
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(file)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
 
@@ -309,13 +313,21 @@ fn ext3_overlay_image_keeps_changes() {
     let d = t.dir.join("below");
     std::fs::create_dir(&d).unwrap();
     t.sh_with(["--overlay", &ov(&d)], &img, "echo below > /below");
-    let o = ["--overlay", &format!("{}:ro", ov(&d)), "--overlay", &ov(&file)];
+    let o = [
+        "--overlay",
+        &format!("{}:ro", ov(&d)),
+        "--overlay",
+        &ov(&file),
+    ];
     assert_eq!(
         t.sh_with(o, &img, "cat /below /kept; echo top > /top"),
         "below\nkept"
     );
     assert!(!d.join("upper/top").exists());
-    assert_eq!(t.sh_with(["--overlay", &ov(&file)], &img, "cat /top"), "top");
+    assert_eq!(
+        t.sh_with(["--overlay", &ov(&file)], &img, "cat /top"),
+        "top"
+    );
     // A lower file deleted through the image: fuse-overlayfs records a `.wh.below` file,
     // which hides /below again when the image is stacked read-only.
     t.sh_with(o, &img, "rm /below");
@@ -378,7 +390,11 @@ fn ext3_overlay_image_has_one_writer() {
     };
     let o = ["--overlay", &ov(&file)];
     let mut first = t
-        .exec_with(o, &img, ["sh", "-c", "echo 1 > /first; echo ready; exec sleep 60"])
+        .exec_with(
+            o,
+            &img,
+            ["sh", "-c", "echo 1 > /first; echo ready; exec sleep 60"],
+        )
         .spawn();
     first.wait_for_line("ready");
     t.exec_with(o, &img, ["true"])
@@ -392,7 +408,11 @@ fn ext3_overlay_image_has_one_writer() {
     assert_clean_ext3(&file);
     // SIGKILL of rsing itself: its helpers end (parent-death signal) and close the image.
     let mut killed = t
-        .exec_with(o, &img, ["sh", "-c", "echo 2 > /second; echo ready; exec sleep 60"])
+        .exec_with(
+            o,
+            &img,
+            ["sh", "-c", "echo 2 > /second; echo ready; exec sleep 60"],
+        )
         .spawn();
     killed.wait_for_line("ready");
     killed.signal(nix::sys::signal::Signal::SIGKILL);

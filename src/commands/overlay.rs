@@ -99,7 +99,10 @@ fn create(args: &CreateArgs) -> anyhow::Result<i32> {
         let (uid, gid) = if args.fakeroot {
             (0, 0)
         } else {
-            (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+            (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            )
         };
         let done = std::process::Command::new(&mkfs)
             .args(["-q", "-F", "-E"])

@@ -271,7 +271,8 @@ pub fn open(requests: &[Request]) -> Result<Overlays, OverlayError> {
                 // The image file itself is locked: an ext3 file system mounted twice read-write
                 // is corrupted, and a reader would see it change underneath.
                 out.locks.push(lock(req, writable)?);
-                if writable && nix::unistd::access(&req.path, nix::unistd::AccessFlags::W_OK).is_err()
+                if writable
+                    && nix::unistd::access(&req.path, nix::unistd::AccessFlags::W_OK).is_err()
                 {
                     return Err(OverlayError::Other {
                         given: req.given.clone(),

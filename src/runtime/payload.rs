@@ -147,9 +147,12 @@ fn apply(op: &RootOp) -> Result<(), String> {
             *readonly,
             "the image",
         ),
-        RootOp::BindMerged { src, readonly } => {
-            mounts::bind(Path::new(src), Path::new(NEWROOT), *readonly, "the merged root")
-        }
+        RootOp::BindMerged { src, readonly } => mounts::bind(
+            Path::new(src),
+            Path::new(NEWROOT),
+            *readonly,
+            "the merged root",
+        ),
         RootOp::SandboxStub(stub) => sandbox_stub(stub),
         RootOp::Mount(m) => mounts::apply(m),
         RootOp::EnterContainer => {

@@ -11,9 +11,9 @@ use std::path::Path;
 
 use super::{BaseOp, HelperOp, ImageKind, MountOp, Options, RootOp, Stub};
 use crate::runtime::helpers::{EXT_AFTER_PIVOT, EXT_DIR, MERGED};
-use crate::runtime::BASE;
 use crate::runtime::mounts::{NEWROOT, OLDROOT};
 use crate::runtime::overlay::Overlays;
+use crate::runtime::BASE;
 
 /// The supervisor's steps: the base's directories, generated files, stubs, FUSE layers, image.
 pub(super) fn base(

@@ -249,3 +249,54 @@ fn missing_bind_source_names_the_path() {
     assert!(err.to_string().contains("/no/such/dir"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_writable_ext3_image_is_merged_by_helpers_over_the_whole_root() {
+    let (dir, tree) = image("ext3", true);
+    let mut overlays = Overlays::default();
+    overlays.upper = Some(crate::runtime::overlay::Upper {
+        dir: "/data/my.img".into(),
+        given: "my.img".into(),
+        ext3: true,
+    });
+    let plan = build(
+        &defaults(),
+        &host(&std::env::temp_dir(), Path::new("/usr/bin")),
+        &tree,
+        &overlays,
+    )
+    .unwrap();
+    assert_eq!(
+        plan.helpers,
+        vec![
+            HelperOp::Ext3 {
+                image: "/data/my.img".into(),
+                mount: "/tmp/ext/upper".into(),
+                readonly: false,
+                given: "my.img".into(),
+            },
+            HelperOp::FuseOverlay {
+                lower: vec!["/tmp/stubs".into(), "/tmp/image".into()],
+                upper: Some(("/tmp/ext/upper/upper".into(), "/tmp/ext/upper/work".into())),
+                mount: "/tmp/ext/root".into(),
+                fsname: "/data/my.img".into(),
+                given: "my.img".into(),
+            },
+        ]
+    );
+    // No kernel overlay: the helpers' root is bound read-write, the mounts go on top of it.
+    assert!(!plan
+        .root
+        .iter()
+        .any(|op| matches!(op, RootOp::Overlay { .. } | RootOp::BindImage { .. })));
+    assert!(plan.root.iter().any(|op| matches!(
+        op,
+        RootOp::BindMerged { src, readonly: false } if src == "/hostroot/tmp/ext/root"
+    )));
+    assert!(plan
+        .to_string()
+        .contains("helper: fuse2fs /data/my.img -> /tmp/ext/upper (rw)"));
+    // Without overlays, no helpers.
+    assert!(plan_for(&defaults(), &tree).helpers.is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
