@@ -1,6 +1,7 @@
 //! The `rsing overlay` commands (`create`, `seal`): see docs/overlays.md. What `--overlay`
 //! does to a launch is [`crate::launch`]'s.
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -32,7 +33,8 @@ pub struct CreateArgs {
     /// `overlay create --fakeroot`): an image keeps the ids inside the container
     #[arg(long)]
     pub fakeroot: bool,
-    /// The image file to create (must not exist)
+    /// The image file to create (must not exist), or a SIF image to add an overlay
+    /// partition to (as `apptainer overlay create img.sif`)
     pub file: PathBuf,
 }
 
@@ -62,11 +64,70 @@ fn create(args: &CreateArgs) -> anyhow::Result<i32> {
         bail!("--size must be at least 1 MiB");
     }
     if file.symlink_metadata().is_ok() {
+        if is_sif(file) {
+            return add_to_sif(args);
+        }
         bail!(
-            "{} exists already; rsing overlay create makes a new file",
+            "{} exists already; rsing overlay create makes a new file (or adds an overlay \
+             partition to a SIF image)",
             file.display()
         );
     }
+    make_ext3(args, file)?;
+    Ok(0)
+}
+
+fn is_sif(file: &std::path::Path) -> bool {
+    let mut head = [0u8; 64];
+    std::fs::File::open(file)
+        .and_then(|f| std::os::unix::fs::FileExt::read_at(&f, &mut head, 0))
+        .is_ok_and(|n| crate::sif::is_sif(&head[..n]))
+}
+
+/// `overlay create IMG.sif`: an ext3 image made as for a file, then appended to the SIF as an
+/// overlay partition in its root's group (Apptainer's layout), while the SIF is locked as a
+/// writable overlay is, so no container reads or writes a partition being added.
+fn add_to_sif(args: &CreateArgs) -> anyhow::Result<i32> {
+    let sif_path = &args.file;
+    let sif = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(sif_path)
+        .with_context(|| format!("cannot open {} for writing", sif_path.display()))?;
+    // SAFETY: flock on an fd this function owns.
+    if unsafe { libc::flock(sif.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "{} is in use by another rsing; wait for it to end",
+            sif_path.display()
+        );
+    }
+    let parsed = crate::sif::SifFile::read(&sif)
+        .with_context(|| format!("{} is not a usable SIF image", sif_path.display()))?;
+    if crate::sif::append::overlay_partition(&parsed).is_some() {
+        bail!("{} has an overlay partition already", sif_path.display());
+    }
+    let name = format!(
+        ".{}.overlay.{}",
+        sif_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    );
+    let temp = sif_path.with_file_name(name);
+    let _ = std::fs::remove_file(&temp);
+    let result = make_ext3(args, &temp).and_then(|()| {
+        let data = std::fs::File::open(&temp)?;
+        crate::sif::append::add_overlay_partition(&sif, &data)
+            .with_context(|| format!("cannot add the overlay partition to {}", sif_path.display()))
+    });
+    let _ = std::fs::remove_file(&temp);
+    result?;
+    Ok(0)
+}
+
+/// Makes the ext3 image `file` (which must not exist).
+fn make_ext3(args: &CreateArgs, file: &std::path::Path) -> anyhow::Result<()> {
     let mkfs = find_sbin("mkfs.ext3").with_context(|| {
         "mkfs.ext3 not found (install e2fsprogs) to create an ext3 overlay image"
     })?;
@@ -127,8 +188,7 @@ fn create(args: &CreateArgs) -> anyhow::Result<i32> {
     if result.is_err() {
         let _ = std::fs::remove_file(file);
     }
-    result.with_context(|| format!("overlay image {}", file.display()))?;
-    Ok(0)
+    result.with_context(|| format!("overlay image {}", file.display()))
 }
 
 /// `--fakeroot`: every directory copied from `seed` owned by 0:0 in the image. `mkfs.ext3 -d`
@@ -220,7 +280,7 @@ fn seal(args: &SealArgs) -> anyhow::Result<i32> {
     };
     let held = overlay::open(std::slice::from_ref(&request))?;
     match held.lower.first().map(|l| &l.source) {
-        Some(LayerSource::Ext(_)) => {
+        Some(LayerSource::Ext { .. }) => {
             overlay::with_image_content(&request, |upper| {
                 write_layer(upper, args, compressor).map_err(|e| format!("{e:#}"))
             })?;

@@ -75,6 +75,13 @@ pub struct SifMeta {
 }
 
 impl OpenedImage {
+    /// Where a SIF's ext3 overlay partition starts (`apptainer overlay create img.sif`, in the
+    /// root's group); `None` for other images and a SIF without one.
+    pub fn overlay_partition(&self) -> Option<u64> {
+        let meta = self.sif.as_ref()?;
+        crate::sif::append::overlay_partition(&meta.file).map(|d| d.offset)
+    }
+
     /// The data of `object` in a SIF image; `None` for other images and for an object that is
     /// missing or cannot be read.
     pub fn sif_object(&self, object: SifObject) -> Option<Vec<u8>> {

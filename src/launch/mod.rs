@@ -92,6 +92,11 @@ pub fn assemble(
     };
     injection.apply_to_options(site, &mut mounts)?;
     let overlays = overlays::for_launch(args, opened, host)?;
+    // `--writable` on a SIF with an overlay partition writes into the partition (an upper
+    // layer), not into the image itself as on a sandbox.
+    if overlays.upper.is_some() {
+        mounts.writable = false;
+    }
     let (source, tree) = root::root_and_tree(opened, site, host, &mounts, join.is_none())?;
     if let RootSource::Directory(dir) = &source {
         mounts.image = ImageKind::Directory(dir.clone());

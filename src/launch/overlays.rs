@@ -14,7 +14,13 @@ pub(super) fn for_launch(
     opened: &OpenedImage,
     host: &HostFacts,
 ) -> anyhow::Result<Overlays> {
-    if args.writable {
+    // A SIF's own overlay partition (`apptainer overlay create img.sif`).
+    let partition = opened.overlay_partition();
+    if args.writable && partition.is_some() {
+        if !args.overlay.is_empty() {
+            bail!("--writable and --overlay cannot be combined");
+        }
+    } else if args.writable {
         let Root::Directory(dir) = &opened.root else {
             bail!(
                 "--writable needs a sandbox directory, and {} is a read-only image file; use \
@@ -38,6 +44,9 @@ pub(super) fn for_launch(
         .iter()
         .map(|s| overlay::parse(s, &host.cwd))
         .collect();
-    let overlays = overlay::open(&requests)?;
+    let mut overlays = overlay::open(&requests)?;
+    if let Some(offset) = partition {
+        overlays.add_sif_partition(&opened.path, offset, args.writable)?;
+    }
     Ok(overlays)
 }

@@ -70,6 +70,7 @@ fn start_into(c: &Container, started: &mut Vec<Helper>) -> Result<(), Error> {
         match op {
             HelperOp::Ext3 {
                 image,
+                offset,
                 mount,
                 readonly,
                 given,
@@ -78,8 +79,12 @@ fn start_into(c: &Container, started: &mut Vec<Helper>) -> Result<(), Error> {
                 make_mount_point(mount)?;
                 // fakeroot: fuse2fs checks no permissions itself (the kernel's
                 // default_permissions does); files keep the owner the caller gives them.
-                let options = if *readonly { "fakeroot,ro" } else { "fakeroot" };
-                let args = ["-f", "-o", options, &image.to_string_lossy(), mount].map(String::from);
+                let mut options = if *readonly { "fakeroot,ro" } else { "fakeroot" }.to_string();
+                if *offset > 0 {
+                    options += &format!(",offset={offset}");
+                }
+                let args =
+                    ["-f", "-o", &options, &image.to_string_lossy(), mount].map(String::from);
                 let log = outside(&format!("{mount}.log"));
                 let helper = start("fuse2fs", &fuse2fs, &args, &outside(mount), &log)
                     .map_err(|e| Error::Setup(format!("overlay {given}: {e}")))?;

@@ -75,9 +75,10 @@ pub enum LayerSource {
         archive: Arc<Archive>,
         subdir: Option<&'static str>,
     },
-    /// An ext3 overlay image, served read-only by `fuse2fs` at `BASE/ext/INDEX` (helpers'
-    /// view); its content is its `/upper` directory (Apptainer's layout).
-    Ext(PathBuf),
+    /// An ext3 overlay image at `offset` in the file `image` (0, or a SIF's overlay
+    /// partition), served read-only by `fuse2fs` at `BASE/ext/INDEX` (helpers' view); its
+    /// content is its `/upper` directory (Apptainer's layout).
+    Ext { image: PathBuf, offset: u64 },
 }
 
 pub struct Layer {
@@ -95,6 +96,8 @@ pub struct Upper {
     /// (no tmpfile, no RENAME_WHITEOUT through libfuse 2's high-level API), so such a root is
     /// merged by `fuse-overlayfs` instead of the kernel, as Apptainer does unprivileged.
     pub ext3: bool,
+    /// Where the ext3 file system starts in the file (a SIF's overlay partition), else 0.
+    pub offset: u64,
 }
 
 /// All overlay layers of one container, and the locks that keep them consistent.
@@ -124,12 +127,12 @@ impl Overlays {
     }
 
     /// The read-only ext3 layers, each with its index (`BASE/ext/INDEX`).
-    pub fn ext_layers(&self) -> impl Iterator<Item = (usize, &Path)> {
+    pub fn ext_layers(&self) -> impl Iterator<Item = (usize, &Path, u64)> {
         self.lower
             .iter()
             .enumerate()
             .filter_map(|(i, l)| match &l.source {
-                LayerSource::Ext(p) => Some((i, p.as_path())),
+                LayerSource::Ext { image, offset } => Some((i, image.as_path(), *offset)),
                 _ => None,
             })
     }
@@ -148,7 +151,7 @@ impl Overlays {
                 LayerSource::Squashfs { subdir, .. } => {
                     format!("{base}/layers/{i}{}", subdir.unwrap_or(""))
                 }
-                LayerSource::Ext(_) => format!("{ext}/{i}/upper"),
+                LayerSource::Ext { .. } => format!("{ext}/{i}/upper"),
             })
             .collect()
     }
@@ -223,6 +226,7 @@ pub fn open(requests: &[Request]) -> Result<Overlays, OverlayError> {
                     dir: req.path.clone(),
                     given: req.given.clone(),
                     ext3: false,
+                    offset: 0,
                 });
             } else {
                 out.locks.push(lock(req, false)?);
@@ -285,10 +289,14 @@ pub fn open(requests: &[Request]) -> Result<Overlays, OverlayError> {
                         dir: req.path.clone(),
                         given: req.given.clone(),
                         ext3: true,
+                        offset: 0,
                     });
                 } else {
                     lower.push(Layer {
-                        source: LayerSource::Ext(req.path.clone()),
+                        source: LayerSource::Ext {
+                            image: req.path.clone(),
+                            offset: 0,
+                        },
                         given: req.given.clone(),
                     });
                 }
@@ -311,6 +319,59 @@ pub fn open(requests: &[Request]) -> Result<Overlays, OverlayError> {
     lower.reverse();
     out.lower = lower;
     Ok(out)
+}
+
+impl Overlays {
+    /// A SIF image's own overlay partition (`apptainer overlay create img.sif`) at `offset`
+    /// in `sif`: the bottom read-only layer, or with `writable` (`--writable`) the one that
+    /// takes the writes. The SIF file is locked like an overlay image.
+    pub fn add_sif_partition(
+        &mut self,
+        sif: &Path,
+        offset: u64,
+        writable: bool,
+    ) -> Result<(), OverlayError> {
+        let req = Request {
+            path: sif.to_path_buf(),
+            readonly: !writable,
+            given: format!("{} (its overlay partition)", sif.display()),
+        };
+        for tool in ["fuse2fs", "fuse-overlayfs"] {
+            if super::helpers::find(tool).is_none() {
+                return Err(OverlayError::Other {
+                    given: req.given,
+                    what: format!(
+                        "an ext3 overlay partition needs {tool} (Debian package {tool}), which \
+                         is not installed"
+                    ),
+                });
+            }
+        }
+        if writable && nix::unistd::access(sif, nix::unistd::AccessFlags::W_OK).is_err() {
+            return Err(OverlayError::Other {
+                given: req.given,
+                what: "--writable: you cannot write to this image file".into(),
+            });
+        }
+        self.locks.push(lock(&req, writable)?);
+        if writable {
+            self.upper = Some(Upper {
+                dir: req.path,
+                given: req.given,
+                ext3: true,
+                offset,
+            });
+        } else {
+            self.lower.push(Layer {
+                source: LayerSource::Ext {
+                    image: req.path,
+                    offset,
+                },
+                given: req.given,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Runs `f` on the content (`upper/`) of the ext3 overlay image `req`, read-only, outside any

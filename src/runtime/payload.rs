@@ -135,6 +135,7 @@ fn apply(op: &RootOp) -> Result<(), String> {
                         dir: dir.clone(),
                         given: given.clone(),
                         ext3: false,
+                        offset: 0,
                     },
                     &e,
                 ),

@@ -7,6 +7,7 @@
 //!
 //! No I/O policy lives here: callers open files and decide what to do with the objects.
 
+pub mod append;
 pub mod format;
 pub mod read;
 pub mod write;

@@ -65,8 +65,9 @@ pub(super) fn base(
 pub(super) fn helpers(options: &Options, overlays: &Overlays, has_stubs: bool) -> Vec<HelperOp> {
     let mut ops: Vec<HelperOp> = overlays
         .ext_layers()
-        .map(|(i, image)| HelperOp::Ext3 {
+        .map(|(i, image, offset)| HelperOp::Ext3 {
             image: image.to_path_buf(),
+            offset,
             mount: format!("{EXT_DIR}/{i}"),
             readonly: true,
             given: overlays.lower[i].given.clone(),
@@ -77,7 +78,7 @@ pub(super) fn helpers(options: &Options, overlays: &Overlays, has_stubs: bool) -
     let Some((image, given)) = ext_upper
         .map(|u| (u.dir.as_path(), u.given.as_str()))
         .or_else(|| {
-            let (i, image) = overlays.ext_layers().next()?;
+            let (i, image, _) = overlays.ext_layers().next()?;
             Some((image, overlays.lower[i].given.as_str()))
         })
     else {
@@ -87,6 +88,7 @@ pub(super) fn helpers(options: &Options, overlays: &Overlays, has_stubs: bool) -
         let mount = format!("{EXT_DIR}/upper");
         ops.push(HelperOp::Ext3 {
             image: u.dir.clone(),
+            offset: u.offset,
             mount: mount.clone(),
             readonly: false,
             given: u.given.clone(),

@@ -95,6 +95,8 @@ pub enum HelperOp {
     /// `fuse2fs` serving the ext3 image `image` on `mount`.
     Ext3 {
         image: PathBuf,
+        /// Where the file system starts in `image` (a SIF's overlay partition), else 0.
+        offset: u64,
         mount: String,
         readonly: bool,
         given: String,

@@ -258,6 +258,7 @@ fn a_writable_ext3_image_is_merged_by_helpers_over_the_whole_root() {
         dir: "/data/my.img".into(),
         given: "my.img".into(),
         ext3: true,
+        offset: 0,
     });
     let plan = build(
         &defaults(),
@@ -271,6 +272,7 @@ fn a_writable_ext3_image_is_merged_by_helpers_over_the_whole_root() {
         vec![
             HelperOp::Ext3 {
                 image: "/data/my.img".into(),
+                offset: 0,
                 mount: "/tmp/ext/upper".into(),
                 readonly: false,
                 given: "my.img".into(),
