@@ -255,7 +255,10 @@ fn assert_no_helpers_left(file: &Path) {
     let marker = file.display().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let left = crate::util::processes_matching(&marker);
+        let left: Vec<_> = crate::util::processes_matching(&marker)
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("fuse2fs") || cmd.contains("fuse-overlayfs"))
+            .collect();
         if left.is_empty() {
             return;
         }
@@ -419,6 +422,50 @@ fn ext3_overlay_image_has_one_writer() {
     let _ = killed.wait();
     assert_no_helpers_left(&file);
     assert_eq!(t.sh_with(o, &img, "cat /first /second"), "1\n2");
+}
+
+/// A SIF's own overlay partition, as `apptainer overlay create img.sif` adds it: applied
+/// read-only to every run of the SIF, written with `--writable`, one writer at a time.
+#[test]
+fn sif_overlay_partition_is_read_only_unless_writable() {
+    let t = TestEnv::new();
+    let img = image!(Fixture::SifApptainer);
+    if !have_tools(&["fuse-overlayfs", "fuse2fs", "mkfs.ext3"]) {
+        return;
+    }
+    let before = sha256_file(&img);
+    let sif = t.dir.join("with-overlay.sif");
+    std::fs::copy(&img, &sif).unwrap();
+    t.rsing()
+        .args(["overlay", "create", "--size", "16"])
+        .arg(&sif)
+        .assert_exit(0);
+    t.rsing()
+        .args(["overlay", "create", "--size", "16"])
+        .arg(&sif)
+        .assert_error_naming("has an overlay partition already");
+    if have_tools(&["siftool"]) {
+        let out = Command::new("siftool").arg("list").arg(&sif).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Ext3/Overlay/amd64"), "{text}");
+    }
+    t.exec_with(None::<&str>, &sif, ["sh", "-c", "echo x > /x"])
+        .assert_fails_naming("Read-only file system");
+    t.sh_with(["--writable"], &sif, "echo in-sif > /kept");
+    assert_eq!(t.sh(&sif, "cat /kept"), "in-sif");
+    assert_no_helpers_left(&sif);
+    // One writer: a second run, even a read-only one, waits for none and fails clearly.
+    let mut first = t
+        .exec_with(["--writable"], &sif, ["sh", "-c", "echo ready; exec sleep 60"])
+        .spawn();
+    first.wait_for_line("ready");
+    t.exec_with(None::<&str>, &sif, ["true"])
+        .assert_error_naming("is in use by another rsing");
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    first.assert_exit(143);
+    assert_eq!(t.sh(&sif, "cat /kept"), "in-sif");
+    assert_eq!(sha256_file(&img), before, "the original image changed");
+    assert_eq!(t.sh(&img, "test -e /kept || echo clean"), "clean");
 }
 
 #[test]
