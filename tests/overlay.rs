@@ -445,7 +445,11 @@ fn sif_overlay_partition_is_read_only_unless_writable() {
         .arg(&sif)
         .assert_error_naming("has an overlay partition already");
     if have_tools(&["siftool"]) {
-        let out = Command::new("siftool").arg("list").arg(&sif).output().unwrap();
+        let out = Command::new("siftool")
+            .arg("list")
+            .arg(&sif)
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Ext3/Overlay/amd64"), "{text}");
     }
@@ -456,7 +460,11 @@ fn sif_overlay_partition_is_read_only_unless_writable() {
     assert_no_helpers_left(&sif);
     // One writer: a second run, even a read-only one, waits for none and fails clearly.
     let mut first = t
-        .exec_with(["--writable"], &sif, ["sh", "-c", "echo ready; exec sleep 60"])
+        .exec_with(
+            ["--writable"],
+            &sif,
+            ["sh", "-c", "echo ready; exec sleep 60"],
+        )
         .spawn();
     first.wait_for_line("ready");
     t.exec_with(None::<&str>, &sif, ["true"])

@@ -969,3 +969,54 @@ fn we_read_siftool_files() {
     assert!(sif.header.created_at > 1_600_000_000);
     assert_ne!(sif.header.id, [0; 16]);
 }
+
+#[test]
+fn an_overlay_partition_is_appended_in_place() {
+    let dir = TempDir::new("append");
+    let (w, part) = sample_writer(&dir, deterministic(Layout::V2));
+    let p = dir.path("out.sif");
+    write_sif(&p, w);
+    let ext3: Vec<u8> = (0..9000u32).map(|i| (i % 13) as u8).collect();
+    let data_path = dir.path("ext3");
+    write_file(&data_path, &ext3);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    let data = File::open(&data_path).unwrap();
+    let added = super::append::add_overlay_partition(&file, &data).unwrap();
+    // Readable as before, with one more descriptor: the overlay, in the root's group.
+    let (file, sif) = SifFile::open_path(&p).unwrap();
+    assert_eq!(sif.header.descriptors_free, 43);
+    assert_eq!(sif.descriptors.len(), 5);
+    let d = super::append::overlay_partition(&sif).unwrap();
+    assert_eq!(d.id, added.id);
+    assert_eq!(d.id, 5);
+    assert_eq!(d.group_id, 0xF000_0001);
+    assert_eq!(d.offset % 4096, 0);
+    let info = d.partition.unwrap();
+    assert_eq!(
+        (info.fs_type, info.part_type, info.arch),
+        (FsType::Ext3, PartType::Overlay, Arch::ARM64)
+    );
+    assert_eq!(sif.read_object(&file, d).unwrap(), ext3);
+    let prim = sif.primary_partition().unwrap();
+    assert_eq!(sif.read_object(&file, prim).unwrap(), part);
+    let h = &sif.header;
+    assert_eq!((h.data_offset + h.data_size) as u64, d.end());
+    assert_eq!(fs::metadata(&p).unwrap().len(), d.end());
+    let mut prev_end = h.data_offset as u64;
+    for d in &sif.descriptors {
+        assert_eq!(d.size_with_padding, d.end() - prev_end);
+        prev_end = d.end();
+    }
+    // A second one is refused, and the file is left as it was.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    assert!(super::append::add_overlay_partition(&file, &data).is_err());
+    assert_eq!(SifFile::open_path(&p).unwrap().1, sif);
+}
