@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 /// Verbs that mean the same in rsing.
-const SAME: [&str; 14] = [
+const SAME: [&str; 15] = [
     "exec",
     "run",
     "shell",
@@ -22,13 +22,13 @@ const SAME: [&str; 14] = [
     "help",
     "version",
     "completion",
+    "overlay",
 ];
 
 /// What to say for Apptainer verbs rsing does not have.
 fn unsupported(verb: &str) -> Option<&'static str> {
     Some(match verb {
         "instance" => "instances are not supported by rsing; start the command with `rsing exec` (in the background if needed)",
-        "overlay" => "persistent overlays are not supported by rsing; use --writable-tmpfs (discarded at exit)",
         "oci" => "the OCI runtime commands are not supported by rsing; use `rsing exec` or `rsing run`",
         "key" | "sign" | "verify" | "keyserver" => "signing and verification are not supported by rsing (signatures in a SIF are ignored)",
         "remote" => "remotes are not supported by rsing; use `rsing registry login` for registry credentials",
@@ -114,6 +114,17 @@ mod tests {
         );
         let err = translate(os(&["apptainer", "frobnicate"])).unwrap_err();
         assert!(err.contains("unknown command"), "{err}");
+        // `apptainer overlay create [-s N] [-S] [-f] [--create-dir D] FILE|IMG.sif` is rsing's.
+        let create = os(&[
+            "apptainer",
+            "overlay",
+            "create",
+            "-f",
+            "-s",
+            "64",
+            "img.sif",
+        ]);
+        assert_eq!(translate(create.clone()).unwrap(), create);
         let rsing = os(&["rsing", "instance"]);
         assert_eq!(translate(rsing.clone()).unwrap(), rsing);
     }

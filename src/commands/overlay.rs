@@ -31,7 +31,7 @@ pub struct CreateArgs {
     pub create_dir: Vec<String>,
     /// Make the directories root's, for use with `exec --fakeroot` (as Apptainer's
     /// `overlay create --fakeroot`): an image keeps the ids inside the container
-    #[arg(long)]
+    #[arg(short = 'f', long)]
     pub fakeroot: bool,
     /// The image file to create (must not exist), or a SIF image to add an overlay
     /// partition to (as `apptainer overlay create img.sif`)
