@@ -304,8 +304,8 @@ pub fn open(requests: &[Request]) -> Result<Overlays, OverlayError> {
             FileKind::Sif => {
                 return Err(OverlayError::Other {
                     given: req.given.clone(),
-                    what: "a SIF file's overlay partition is not supported; use a directory or \
-                           a SquashFS overlay"
+                    what: "a SIF image is not an overlay of another image; a SIF's own overlay \
+                           partition is used when that SIF runs (--writable writes into it)"
                         .into(),
                 })
             }
