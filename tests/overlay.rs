@@ -421,7 +421,19 @@ fn ext3_overlay_image_has_one_writer() {
     killed.signal(nix::sys::signal::Signal::SIGKILL);
     let _ = killed.wait();
     assert_no_helpers_left(&file);
+    assert_clean_ext3(&file);
     assert_eq!(t.sh_with(o, &img, "cat /first /second"), "1\n2");
+    // Ctrl-C reaches the whole foreground process group: a command that ignores it goes on,
+    // and the helpers, in a group of their own, keep serving its root.
+    let script = "trap '' INT; echo ready; sleep 1; cat /first";
+    let mut run = t.exec_with(o, &img, ["sh", "-c", script]).spawn();
+    run.wait_for_line("ready");
+    let group = nix::unistd::Pid::from_raw(run.pid());
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = run.assert_exit(0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\n1\n");
+    assert_no_helpers_left(&file);
+    assert_clean_ext3(&file);
 }
 
 /// A SIF's own overlay partition, as `apptainer overlay create img.sif` adds it: applied

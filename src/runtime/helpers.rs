@@ -226,6 +226,10 @@ fn start_rooted(
     unsafe {
         cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+            // A process group of its own: Ctrl-C (and a job's signal to rsing's group) must
+            // not reach the helper, or it unmounts the root under a command that ignores it.
+            // It ends by the supervisor's SIGTERM, or the parent-death signal.
+            libc::setpgid(0, 0);
             super::process::reset_signals();
             if chroot
                 && (libc::chroot(c"/tmp/hostroot".as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0)
