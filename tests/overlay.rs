@@ -516,9 +516,9 @@ fn sealed_overlay_stacks_read_only() {
     assert!(!t.dir.join("x.sqfs").exists());
 }
 
-/// `overlay seal FILE.img`: an ext3 overlay image (populated by `mkfs.ext3 -d`, as a writable
-/// image cannot be written through rsing) becomes the same SquashFS layer `seal DIR` makes:
-/// its whiteout (a 0:0 character device) hides an image file, its opaque directory
+/// `overlay seal FILE.img`: an ext3 overlay image (populated by `mkfs.ext3 -d`, with the
+/// kernel's whiteout and opaque marks, which fuse-overlayfs does not write) becomes the same
+/// SquashFS layer `seal DIR` makes: its whiteout (a 0:0 character device) hides an image file, its opaque directory
 /// (`user.overlay.opaque`) replaces one, and other xattrs and the owner are kept. An image made
 /// by `overlay create` and written with debugfs seals too.
 #[test]
