@@ -486,6 +486,24 @@ fn sif_overlay_partition_is_read_only_unless_writable() {
     assert_eq!(t.sh(&sif, "cat /kept"), "in-sif");
     assert_eq!(sha256_file(&img), before, "the original image changed");
     assert_eq!(t.sh(&img, "test -e /kept || echo clean"), "clean");
+    // A job script's `apptainer overlay create -f -s N img.sif` (rsing installed as
+    // `apptainer`), then `--fakeroot --writable`: root writes into the partition.
+    let bin = t.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(crate::util::rsing_bin(), bin.join("apptainer")).unwrap();
+    let root_sif = t.dir.join("root.sif");
+    std::fs::copy(&img, &root_sif).unwrap();
+    crate::util::RsingCmd::new(&bin.join("apptainer"), vec![], &t.cwd)
+        .env("HOME", &t.home)
+        .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+        .args(["overlay", "create", "-f", "-s", "16"])
+        .arg(&root_sif)
+        .assert_exit(0);
+    let o = ["--fakeroot", "--writable"];
+    t.sh_with(o, &root_sif, "rm /bin/true && echo r > /etc/by-root");
+    let check = "test -e /bin/true || echo gone; cat /etc/by-root";
+    assert_eq!(t.sh_with(["--fakeroot"], &root_sif, check), "gone\nr");
+    assert_no_helpers_left(&root_sif);
 }
 
 #[test]
