@@ -181,3 +181,83 @@ fn a_linger_of_zero_still_shares_one_server_between_overlapping_containers() {
         || servers_of(&img) == 0,
     );
 }
+
+/// The block files (`$RSING_CACHEDIR/blocks/*.blocks`) in the test's default cache.
+fn block_files(t: &TestEnv) -> Vec<PathBuf> {
+    let dir = t.home.join(".cache/rsing/blocks");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "blocks"));
+    files
+}
+
+/// Every file's checksum and every entry's metadata, as the container sees them.
+const LISTING: &str = "ls -lanR /bin /etc /.singularity.d 2>&1; \
+    find / -xdev -type f 2>/dev/null | sort | xargs sha256sum";
+
+/// A first start after the server has gone reads the blocks the previous server decompressed
+/// from its block file (issue 16), and sees exactly the same files; so does a start whose block
+/// file is damaged (ignored) or switched off.
+#[test]
+fn a_first_start_from_the_block_file_sees_identical_contents() {
+    let t = TestEnv::new();
+    let img = private_image(&t, &image!(BUSYBOX));
+    let first_start = |extra: &[(&str, &str)]| {
+        let mut cmd = t
+            .exec(&img, ["sh", "-c", LISTING])
+            .env("RSING_SHARE_LINGER", "0");
+        for (k, v) in extra {
+            cmd = cmd.env(k, v);
+        }
+        let out = cmd.stdout_str();
+        wait_until(
+            "the server has gone (and written its block file)",
+            Duration::from_secs(20),
+            || servers_of(&img) == 0,
+        );
+        out
+    };
+    let cold = first_start(&[]);
+    assert!(cold.contains("/bin/busybox"), "listing: {cold}");
+    let files = block_files(&t);
+    assert_eq!(files.len(), 1, "one block file per image: {files:?}");
+    let written = std::fs::read(&files[0]).expect("reading the block file");
+    assert!(
+        written.len() > 100_000,
+        "block file of {} bytes",
+        written.len()
+    );
+
+    // Served from the block file: the same bytes. (The file stays, or grows when readahead
+    // happened to touch another block.)
+    assert_eq!(first_start(&[]), cold);
+    let kept = std::fs::read(&files[0]).unwrap();
+    assert!(kept.len() >= written.len(), "block file shrank");
+
+    // Damaged block data (past the header and index): those blocks come from the image again.
+    let mut damaged = written.clone();
+    let n = damaged.len();
+    for b in &mut damaged[n / 2..] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&files[0], &damaged).unwrap();
+    assert_eq!(first_start(&[]), cold);
+    // A damaged index: the whole file is ignored (and replaced by a good one).
+    std::fs::write(&files[0], &written[..200]).unwrap();
+    assert_eq!(first_start(&[]), cold);
+    let again = std::fs::read(&files[0]).unwrap();
+    assert!(
+        again.len() > 100_000,
+        "not rewritten: {} bytes",
+        again.len()
+    );
+
+    // Switched off: neither read nor written.
+    std::fs::remove_file(&files[0]).unwrap();
+    assert_eq!(first_start(&[("RSING_BLOCK_CACHE", "no")]), cold);
+    assert!(
+        block_files(&t).is_empty(),
+        "RSING_BLOCK_CACHE=no wrote a block file"
+    );
+}

@@ -15,6 +15,7 @@ union of their raw "times" arrays.
 """
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -24,6 +25,7 @@ SECTION_TITLES = {
     "find": "2b. `find /usr -type f | wc -l` per fresh container (warm page cache)",
     "read": "2c. Read every file under /usr in one container (cold: page cache dropped before each run)",
     "bigfile": "2d. Read one 1 GiB file (warm, and cold with the page cache dropped)",
+    "first": "4. First containers of an image, and bursts (issue 16)",
     "build": "3. Image conversion: OCI layout -> SquashFS/SIF",
 }
 
@@ -35,6 +37,13 @@ TARGETS = [
     ("find", None, "rsing", ["bwrap"], 1.5),
     ("read", None, "rsing", ["kernel-squashfs"], 1.3),
     ("bigfile", None, "rsing", ["kernel-squashfs"], 1.1),
+    # issue 16 (case names start so; see bench/run section 4)
+    ("first", "import numpy, first container", "rsing", ["bwrap"], 1.5),
+    ("first", "find /usr, first container", "rsing", ["bwrap"], 2.0),
+    ("first", "burst of 16 × import numpy, server warm", "rsing", ["bwrap"], 1.1),
+    ("first", "burst of 16 × import numpy, first containers", "rsing", ["bwrap"], 1.2),
+    ("first", "burst of 64 × import numpy, server warm", "rsing", ["bwrap"], 1.1),
+    ("first", "burst of 64 × import numpy, first containers", "rsing", ["bwrap"], 1.2),
 ]
 
 
@@ -51,7 +60,8 @@ def fmt_t(s):
 def load(paths):
     """Merge the rounds (one hyperfine JSON each) of one contender."""
     times, users, systems, n_u = [], 0.0, 0.0, 0
-    for path in paths.split(","):
+    # one path per round, comma-separated (a path may itself hold commas: split after ".json")
+    for path in re.split(r"(?<=\.json),", paths):
         with open(path) as f:
             r = json.load(f)["results"][0]
         t = r.get("times") or [r["mean"]]
@@ -150,7 +160,7 @@ def main():
         cases = sorted({r["case"] for r in rows if r["section"] == sec},
                        key=lambda c: [r["case"] for r in rows].index(c))
         for case in cases:
-            if case_f and case != case_f:
+            if case_f and not case.startswith(case_f):
                 continue
             n = idx.get((sec, case, num))
             d = None

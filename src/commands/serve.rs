@@ -1,5 +1,7 @@
 //! `rsing __serve`: the shared image server, started by `exec`/`run`/`shell` (hidden).
 
+use std::path::PathBuf;
+
 use crate::runtime::share::{self, ServeHooks};
 
 /// One argument: the server's arguments as the starting rsing encoded them
@@ -16,6 +18,19 @@ pub fn run(cli: ServeCli) -> ! {
         ServeHooks {
             open: crate::lazy::archive_path,
             leaving: crate::lazy::finish_background,
+            block_dir,
         },
     )
+}
+
+/// `$RSING_CACHEDIR/blocks` (the server inherits its starter's environment), unless
+/// `RSING_BLOCK_CACHE=no`.
+fn block_dir() -> Option<PathBuf> {
+    if matches!(
+        std::env::var("RSING_BLOCK_CACHE").as_deref(),
+        Ok("no" | "0" | "false")
+    ) {
+        return None;
+    }
+    Some(crate::cache::Cache::locate().ok()?.root().join("blocks"))
 }

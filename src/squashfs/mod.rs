@@ -21,8 +21,9 @@ pub mod write;
 pub(crate) mod testutil;
 
 // The reader's parts under their old names, for this file and for `format` and `write`.
-use read::{blocks, cache, compress, metadata, source};
+use read::{blockfile, blocks, cache, compress, metadata, source, warm};
 
+pub use blockfile::{BlockDir, BlockFile};
 pub use compress::Compressor;
 pub use format::{flags, Superblock};
 pub use source::{AlreadyReported, ReadAt};
@@ -250,6 +251,8 @@ pub struct Archive {
     block_index_cache: Lru<InodeRef, Arc<blocks::BlockIndex>>,
     block_chunk_cache: Lru<(InodeRef, u64), Arc<blocks::Chunk>>,
     data_cache: Lru<u64, Arc<Vec<u8>>>,
+    /// Block files: blocks served from one, blocks recorded for the next (`read/warm.rs`).
+    warm: warm::Warm,
 }
 
 const META_CACHE_BYTES: usize = 16 << 20;
@@ -327,6 +330,7 @@ impl Archive {
             block_index_cache: Lru::new(BLOCK_INDEX_CACHE_BYTES),
             block_chunk_cache: Lru::new(BLOCK_CHUNK_CACHE_BYTES),
             data_cache: Lru::new(DATA_CACHE_BYTES),
+            warm: warm::Warm::default(),
         };
 
         // id table: read entirely (at most 64 Ki entries).

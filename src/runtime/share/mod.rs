@@ -23,6 +23,7 @@
 //! is serialised by a lock file, so that a hundred containers starting at once spawn one
 //! server, not a hundred.
 
+mod blocks;
 mod client;
 mod error;
 mod protocol;

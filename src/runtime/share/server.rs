@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{self, MsgFlags};
 
+use super::blocks;
 use super::protocol::{self, NS, OK};
 use super::{warnings_path, Error, ShareSpec};
 use crate::runtime::sys;
@@ -27,6 +28,9 @@ pub struct ServeHooks {
     pub open: fn(&Path, u64) -> Result<Archive, crate::squashfs::Error>,
     /// Called after the last client has gone, before the server exits.
     pub leaving: fn(),
+    /// The directory of the user's block files (`squashfs::BlockFile`), or `None` to go
+    /// without (switched off, or no cache directory).
+    pub block_dir: fn() -> Option<PathBuf>,
 }
 
 /// The server process, started with the one argument a client made of its [`ShareSpec`]
@@ -37,7 +41,7 @@ pub fn serve(arg: &str, hooks: ServeHooks) -> ! {
         let prepared = prepare_server(&spec, &hooks)?;
         Ok((spec, prepared))
     });
-    let (spec, (archive, listener, dev_fuse, userns, entry)) = match prepared {
+    let (spec, (archive, listener, dev_fuse, userns, entry, blocks)) = match prepared {
         Ok(ready) => ready,
         Err(e) => {
             println!("error: {e}");
@@ -46,21 +50,30 @@ pub fn serve(arg: &str, hooks: ServeHooks) -> ! {
     };
     println!("ready");
     // Detach: the parent (waited for by the starting rsing) exits, the server lives on
-    // in a new session, away from the terminal's signals.
+    // in a process group of its own, away from the terminal's signals.
     // SAFETY: still single-threaded.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Parent { .. }) => std::process::exit(0),
         Ok(nix::unistd::ForkResult::Child) => {}
         Err(_) => std::process::exit(1),
     }
-    let _ = nix::unistd::setsid();
+    // A process group of its own keeps the terminal's Ctrl-C and Ctrl-Z away from the server;
+    // it stays in the caller's session. Not `setsid`: with autogroup scheduling (the default of
+    // Debian's and Ubuntu's kernels) a new session is a scheduling group of its own, and under
+    // load every FUSE round trip then waits for that group to win the CPU back (a first
+    // `import numpy` took 1.9× as long on a loaded 2-core machine; docs/design.md).
+    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
     // Signals sent to a whole process group or cgroup (scancel --full, systemd's
     // control-group kill) must not take the image away from containers that are still
     // cleaning up: the server leaves by itself once its last client is gone.
+    // The terminal's stop signals too: a stopped server would stop every container of the image.
     for sig in [
         nix::sys::signal::Signal::SIGTERM,
         nix::sys::signal::Signal::SIGINT,
         nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGTSTP,
+        nix::sys::signal::Signal::SIGTTIN,
+        nix::sys::signal::Signal::SIGTTOU,
     ] {
         // SAFETY: setting a signal to SIG_IGN installs no handler code.
         let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
@@ -93,15 +106,23 @@ pub fn serve(arg: &str, hooks: ServeHooks) -> ! {
         // SAFETY: dup2 onto our own stderr; `fd` stays open until then.
         unsafe { libc::dup2(fd.as_raw_fd(), 2) };
     }
+    let mut saver = blocks.map(|b| b.saver(archive.clone()));
     if crate::fuse::serve(archive, dev_fuse, true, &spec.fsname).is_err() {
         std::process::exit(1);
     }
-    control_loop(&spec, listener, userns, &entry);
+    control_loop(&spec, listener, userns, &entry, &mut saver);
     (hooks.leaving)();
     std::process::exit(0)
 }
 
-type Prepared = (Arc<Archive>, UnixListener, OwnedFd, OwnedFd, SocketEntry);
+type Prepared = (
+    Arc<Archive>,
+    UnixListener,
+    OwnedFd,
+    OwnedFd,
+    SocketEntry,
+    Option<blocks::Blocks>,
+);
 
 /// The socket's directory entry, reachable after the server has mounted its own tmpfs over
 /// /tmp (where the run directory usually is): a directory fd opened before, and the name.
@@ -138,7 +159,12 @@ impl SocketEntry {
 }
 
 fn prepare_server(spec: &ShareSpec, hooks: &ServeHooks) -> Result<Prepared, Error> {
-    let archive = Arc::new((hooks.open)(&spec.image, spec.offset)?);
+    let mut archive = (hooks.open)(&spec.image, spec.offset)?;
+    // Before the namespaces: the cache directory may be under the /tmp that the server's own
+    // tmpfs hides.
+    let blocks =
+        (hooks.block_dir)().and_then(|dir| blocks::Blocks::open(&dir, &spec.image, &mut archive));
+    let archive = Arc::new(archive);
     // Bind under a private name, then rename into place: a stale socket of a dead server is
     // replaced atomically, never unlinked under a live one's feet.
     let socket = &spec.socket;
@@ -155,7 +181,7 @@ fn prepare_server(spec: &ShareSpec, hooks: &ServeHooks) -> Result<Prepared, Erro
             .map_err(|e| Error::at("stat", socket, e))?,
     };
     match mount_for_clients(spec) {
-        Ok((dev_fuse, userns)) => Ok((archive, listener, dev_fuse, userns, entry)),
+        Ok((dev_fuse, userns)) => Ok((archive, listener, dev_fuse, userns, entry, blocks)),
         Err(e) => {
             entry.remove_if_ours();
             Err(e)
@@ -282,7 +308,13 @@ fn peer_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
 /// On the way out the socket is unlinked *before* the listener closes, and clients that
 /// connected in between are still served: a socket that exists always has a live listener
 /// behind it, so a starting container never meets a refused connection.
-fn control_loop(spec: &ShareSpec, listener: UnixListener, userns: OwnedFd, entry: &SocketEntry) {
+fn control_loop(
+    spec: &ShareSpec,
+    listener: UnixListener,
+    userns: OwnedFd,
+    entry: &SocketEntry,
+    saver: &mut Option<blocks::Saver>,
+) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let linger = Duration::from_secs(spec.linger);
     // Until its first client (the start that launched it) has connected, the server waits at
@@ -295,6 +327,11 @@ fn control_loop(spec: &ShareSpec, listener: UnixListener, userns: OwnedFd, entry
         let timeout = if clients.is_empty() {
             let left = wait.saturating_sub(idle_since.elapsed());
             if left.is_zero() {
+                // The block file is complete before the socket goes: the next server (a
+                // start that finds no socket) then finds it.
+                if let Some(saver) = saver.as_mut() {
+                    saver.finish();
+                }
                 entry.remove_if_ours();
                 if !accept_pending(&listener, &userns, spec.uid_inside, &mut clients) {
                     break;
@@ -352,6 +389,11 @@ fn control_loop(spec: &ShareSpec, listener: UnixListener, userns: OwnedFd, entry
         }
         if clients.is_empty() && before > 0 {
             idle_since = Instant::now();
+            // The start(s) just served have read what they need: write it down now, in the
+            // background, rather than only when the server leaves (Slurm may kill it first).
+            if let Some(saver) = saver.as_mut() {
+                saver.kick();
+            }
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Regular file contents: data blocks, sparse holes and tail-end fragments.
 
+use super::blockfile::Kind;
 use super::blocks::{BlockCursor, BlockListRef};
 use super::format::{corrupt, DATA_SIZE_MASK, DATA_UNCOMPRESSED};
 use super::metadata::MetaReader;
+use super::warm::Held;
 use super::{Archive, Error, Inode, InodeData, Result};
 use std::sync::Arc;
 
@@ -13,10 +15,16 @@ impl Archive {
         if let Some(b) = self.data_cache.get(&pos) {
             return Ok(b);
         }
+        if let Some((data, _)) = self.warm_block(Kind::Data, pos) {
+            let data = Arc::new(data);
+            self.data_cache.insert(pos, data.clone(), data.len() + 64);
+            return Ok(data);
+        }
         let csize = (size & DATA_SIZE_MASK) as usize;
         let mut raw = vec![0u8; csize];
         self.read_exact_at(pos, &mut raw)?;
-        let data = if size & DATA_UNCOMPRESSED != 0 {
+        let stored = size & DATA_UNCOMPRESSED != 0;
+        let data = if stored {
             raw
         } else {
             self.sb
@@ -25,6 +33,9 @@ impl Archive {
         };
         let data = Arc::new(data);
         self.data_cache.insert(pos, data.clone(), data.len() + 64);
+        if !stored {
+            self.record(Kind::Data, pos, 0, Held::Data(data.clone()));
+        }
         Ok(data)
     }
 

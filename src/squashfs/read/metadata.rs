@@ -1,7 +1,9 @@
 //! Metadata blocks (inode, directory, id, fragment, export and xattr tables)
 //! and a reader that streams across block boundaries.
 
+use super::blockfile::Kind;
 use super::format::{corrupt, METADATA_SIZE, META_UNCOMPRESSED};
+use super::warm::Held;
 use super::{Archive, Result};
 use std::sync::Arc;
 
@@ -20,6 +22,16 @@ impl Archive {
             return Ok(b);
         }
         let limit = limit.min(self.sb.bytes_used);
+        if let Some((data, aux)) = self.warm_block(Kind::Meta, pos) {
+            let end = pos + u64::from(aux);
+            // The same bounds as a block read from the image: a block file never widens them.
+            if aux > 2 && end <= limit && aux as usize <= METADATA_SIZE + 2 {
+                let block = Arc::new(MetaBlock { data, next: end });
+                self.meta_cache
+                    .insert(pos, block.clone(), block.data.len() + 64);
+                return Ok(block);
+            }
+        }
         if pos >= limit || limit - pos < 2 {
             return Err(corrupt(format!(
                 "metadata block at {pos} extends past end of its table"
@@ -53,6 +65,14 @@ impl Archive {
         let block = Arc::new(MetaBlock { data, next: end });
         self.meta_cache
             .insert(pos, block.clone(), block.data.len() + 64);
+        if compressed {
+            self.record(
+                Kind::Meta,
+                pos,
+                (end - pos) as u32,
+                Held::Meta(block.clone()),
+            );
+        }
         Ok(block)
     }
 }

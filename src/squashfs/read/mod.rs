@@ -4,6 +4,7 @@
 // What these files name through `super::`: the reader's core types and the shared format.
 use super::*;
 
+pub(super) mod blockfile;
 pub(super) mod blocks;
 pub(super) mod cache;
 pub(super) mod compress;
@@ -12,6 +13,7 @@ mod file;
 mod inode;
 pub(super) mod metadata;
 pub(super) mod source;
+pub(super) mod warm;
 mod xattr;
 
 #[cfg(test)]
