@@ -157,11 +157,18 @@ fn digest_file(path: &Path) -> Result<(Digest, u64), Error> {
     ))
 }
 
-/// The file at `path` as a stream of 8 MiB chunks, for `push_blob_stream`.
+/// `len` bytes of the file at `path` from `offset`, as a stream of 8 MiB chunks, for
+/// `push_blob_stream` (a SIF's SquashFS partition is pushed from inside the SIF, not copied).
 fn file_stream(
     path: PathBuf,
+    offset: u64,
+    len: u64,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, OciError>> + Send + 'static {
-    let file = std::fs::File::open(&path);
+    use std::io::{Seek, SeekFrom};
+    let file = std::fs::File::open(&path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(offset))?;
+        Ok(f.take(len))
+    });
     futures_util::stream::unfold(Some(file), |state| async move {
         let mut file = match state? {
             Ok(f) => f,
@@ -184,6 +191,23 @@ fn file_stream(
     })
 }
 
+/// One blob to push: its digest and size, and where its bytes are.
+#[derive(Debug, Clone)]
+pub struct PushBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub data: PushData,
+}
+
+/// The bytes of a [`PushBlob`].
+#[derive(Debug, Clone)]
+pub enum PushData {
+    /// Small blobs (configs), in memory.
+    Bytes(Vec<u8>),
+    /// `size` bytes of a file from `offset` (a whole SIF, or the SquashFS inside one).
+    File { path: PathBuf, offset: u64 },
+}
+
 impl Registry {
     /// Pushes the SIF at `path` to `r` in Apptainer's ORAS layout; returns the manifest digest.
     pub fn push_sif(&self, r: &Reference, path: &Path) -> Result<Digest, Error> {
@@ -193,6 +217,33 @@ impl Registry {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "image.sif".into());
         let manifest = sif_manifest(&digest, size, &title);
+        let blobs = [
+            PushBlob {
+                digest: Digest::of(EMPTY_CONFIG),
+                size: EMPTY_CONFIG.len() as u64,
+                data: PushData::Bytes(EMPTY_CONFIG.to_vec()),
+            },
+            PushBlob {
+                digest,
+                size,
+                data: PushData::File {
+                    path: path.to_path_buf(),
+                    offset: 0,
+                },
+            },
+        ];
+        self.push_image(r, &blobs, manifest)
+    }
+
+    /// Pushes `blobs` (each skipped when the registry has it already: a `HEAD` first), then
+    /// `manifest` (an OCI image manifest naming them) as `r`'s tag; returns the manifest's
+    /// digest.
+    pub fn push_image(
+        &self,
+        r: &Reference,
+        blobs: &[PushBlob],
+        manifest: Vec<u8>,
+    ) -> Result<Digest, Error> {
         let conn = self.conn(&r.registry)?;
         let subject = r.short();
         let oref = conn.reference(&r.repository, &r.target());
@@ -203,33 +254,33 @@ impl Registry {
             })
             .await
             .map_err(|e| ctx.map(&e))?;
-            for (blob, len, data) in [
-                (Digest::of(EMPTY_CONFIG), EMPTY_CONFIG.len() as u64, None),
-                (digest.clone(), size, Some(path.to_path_buf())),
-            ] {
-                let what = format!("blob {}", blob.short());
-                let blob_str = blob.to_string();
+            for blob in blobs {
+                let what = format!("blob {}", blob.digest.short());
+                let blob_str = blob.digest.to_string();
                 let exists = with_retries(&what, self.backoff, &Quiet, || {
                     conn.client.blob_exists(&oref, &blob_str)
                 })
                 .await
                 .map_err(|e| ctx.map(&e))?;
                 if exists {
-                    tracing::info!(blob = %blob, "already in the registry");
+                    tracing::info!(blob = %blob.digest, "already in the registry");
                     continue;
                 }
-                tracing::info!(blob = %blob, size = len, "uploading");
+                tracing::info!(blob = %blob.digest, size = blob.size, "uploading");
                 // A stream cannot be replayed, so a failed upload is not retried here.
-                let result = match data {
-                    Some(p) => {
+                let result = match &blob.data {
+                    PushData::File { path, offset } => {
                         conn.client
-                            .push_blob_stream(&oref, file_stream(p), &blob.to_string(), Some(len))
+                            .push_blob_stream(
+                                &oref,
+                                file_stream(path.clone(), *offset, blob.size),
+                                &blob_str,
+                                Some(blob.size),
+                            )
                             .await
                     }
-                    None => {
-                        conn.client
-                            .push_blob(&oref, EMPTY_CONFIG.to_vec(), &blob.to_string())
-                            .await
+                    PushData::Bytes(bytes) => {
+                        conn.client.push_blob(&oref, bytes.clone(), &blob_str).await
                     }
                 };
                 result.map_err(|e| ctx.map(&e))?;
