@@ -12,10 +12,7 @@ use super::client::{check_digest, Conn};
 use super::errors::with_retries;
 use super::{Error, Observer, Quiet, Reference, Registry};
 use crate::oci::Digest;
-use futures_util::StreamExt;
-use oci_client::client::BlobResponse;
 use oci_client::errors::OciDistributionError as OciError;
-use oci_client::manifest::OciDescriptor;
 use oci_client::RegistryOperation;
 use serde::Deserialize;
 use std::io::Read;
@@ -366,52 +363,7 @@ async fn read_range_async(
     len: u64,
 ) -> Result<Vec<u8>, OciError> {
     let oref = conn.reference(&r.repository, &r.target());
-    // Makes sure a (pull) token is in the client's cache: blob requests send what is there.
-    conn.client
-        .auth(&oref, &conn.auth, RegistryOperation::Pull)
-        .await?;
-    let desc = OciDescriptor {
-        media_type: art.media_type.clone(),
-        digest: art.digest.to_string(),
-        size: art.size as i64,
-        ..Default::default()
-    };
-    let response = conn
-        .client
-        .pull_blob_stream_partial(&oref, &desc, offset, Some(len))
-        .await?;
-    let (mut stream, skip) = match response {
-        BlobResponse::Partial(s) => (s, 0),
-        // A registry that ignores ranges: take the part asked for from the whole blob.
-        BlobResponse::Full(s) => (s, offset),
-    };
-    let mut out = Vec::with_capacity(len as usize);
-    let mut pos = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) if out.len() as u64 == len => {
-                let _ = e;
-                break;
-            }
-            Err(e) => return Err(OciError::IoError(e)),
-        };
-        let start = skip.saturating_sub(pos).min(chunk.len() as u64) as usize;
-        pos += chunk.len() as u64;
-        let want = len as usize - out.len();
-        let take = (chunk.len() - start).min(want);
-        out.extend_from_slice(&chunk[start..start + take]);
-        if out.len() as u64 == len {
-            break;
-        }
-    }
-    if (out.len() as u64) < len {
-        return Err(OciError::IoError(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("connection closed after {} of {len} bytes", out.len()),
-        )));
-    }
-    Ok(out)
+    super::manifest::get_range(conn, &oref, &art.digest.to_string(), offset, len).await
 }
 
 #[cfg(test)]
