@@ -138,13 +138,10 @@ fn push_docker_writes_an_ocisif_image_and_pull_copies_its_squashfs() {
             .stdout_str(),
         "from-the-config"
     );
-    assert_eq!(
-        rsing(&t, "cache2")
-            .args(["inspect", "--labels", "back.sif"])
-            .stdout_str()
-            .contains("org.example.test"),
-        true
-    );
+    let labels = rsing(&t, "cache2")
+        .args(["inspect", "--labels", "back.sif"])
+        .stdout_str();
+    assert!(labels.contains("org.example.test"), "{labels}");
 
     // exec and run of docker:// through a fresh cache.
     assert_eq!(
