@@ -22,7 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("lazy", &["registry", "oci", "squashfs", "sif"]),
     ("build", &["convert", "contract"]),
-    ("convert", &["oci", "squashfs", "sif", "contract"]),
+    ("convert", &["oci", "squashfs", "sif", "contract", "civil"]),
     ("registry", &["oci"]),
     ("oci", &[]),
     ("cache", &[]),

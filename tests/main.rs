@@ -42,6 +42,7 @@ mod overlay; // --overlay DIR, DIR:ro, FILE.sqfs, the writer lock, --writable on
 mod packaging; // man pages, install.sh, .deb/.rpm (installed into a debootstrapped root), recipes
 mod privileges; // issue 15: setuid, capabilities, --fakeroot, read-only image, /proc and /dev
 mod pull; // rsing pull / exec docker:// against a local registry: cache, auth, errors
+mod push; // rsing push docker://: SIFs as OCI-SIF images (a SquashFS layer), pulled back without conversion
 mod recipe; // rsing build from a definition file: steps, seccomp-faked chown, apt-get
 mod recipe_sources; // %files wildcards, ADD https://URL (a local server), errors naming the URL
 mod recipe_userns; // build --userns-mode subid (real ids through newuidmap), auto, seccomp

@@ -166,17 +166,23 @@ fn push_writes_apptainers_layout_and_pull_reads_it_back() {
         lazy_entries(&t, "cache")
     );
 
-    // A container image is not a SIF artifact: one line that says to use docker://.
+    // A container image (here the same SIF pushed as an OCI-SIF image) is not a SIF
+    // artifact: one line that says to use docker://.
     let line = rsing(&t, "cache")
         .args(["pull", "x.sif", "oras://127.0.0.1:1/none:1"])
         .run();
     assert_ne!(line.status.code(), Some(0));
+    let image = registry.reference("x:1");
+    rsing(&t, "cache")
+        .args(["push", "busybox_app.sif", &format!("docker://{image}")])
+        .assert_exit(0);
     let line = rsing(&t, "cache")
-        .args([
-            "push",
-            "busybox_app.sif",
-            &format!("docker://{}", registry.reference("x:1")),
-        ])
+        .args(["pull", "x.sif", &format!("oras://{image}")])
+        .assert_error_naming("docker://");
+    eprintln!("REPORT: {line}");
+    // push takes oras:// and docker:// (tests/push.rs), nothing else.
+    let line = rsing(&t, "cache")
+        .args(["push", "busybox_app.sif", "library://x/y:1"])
         .assert_error_naming("oras://");
     eprintln!("REPORT: {line}");
 }

@@ -4,13 +4,16 @@
 It stands in for a site's network between the nodes and the registry: every response body is
 sent at no more than MB_PER_S in all (one token bucket shared by all connections), and the
 bytes of blob responses are counted in the file named by RATEPROXY_COUNT (rewritten as they
-grow), so that the bench can say how much a start fetched before its command ended.
+grow), so that the bench can say how much a start fetched before its command ended. With
+RATEPROXY_LOG set, each request is appended to that file as "START_S END_S BYTES METHOD PATH
+RANGE" (monotonic seconds): how many round trips a start makes, and how long each takes.
 """
 import os, socket, sys, threading, time
 
 port, upstream, rate = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]) * 1e6
 uhost, uport = upstream.rsplit(":", 1)
 count_file = os.environ.get("RATEPROXY_COUNT")
+log_file = os.environ.get("RATEPROXY_LOG")
 lock = threading.Lock()
 state = {"next": time.monotonic(), "blob": 0}
 
@@ -35,6 +38,7 @@ def count(n):
 
 
 def handle(client):
+    begun, sent, what = time.monotonic(), 0, b"?"
     try:
         f = client.makefile("rb")
         head = b""
@@ -47,7 +51,10 @@ def handle(client):
             if line == b"\r\n":
                 head += b"connection: close\r\n"
             head += line
-        blob = b"/blobs/" in head.split(b"\r\n", 1)[0]
+        first = head.split(b"\r\n", 1)[0]
+        blob = b"/blobs/" in first
+        rng = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().startswith(b"range:")]
+        what = b" ".join(first.split(b" ")[:2] + rng[:1])
         length = 0
         for l in head.split(b"\r\n"):
             if l.lower().startswith(b"content-length:"):
@@ -62,11 +69,15 @@ def handle(client):
             if blob:
                 count(len(data))
             client.sendall(data)
+            sent += len(data)
         up.close()
     except OSError:
         pass
     finally:
         client.close()
+        if log_file:
+            with lock, open(log_file, "a") as f:
+                f.write(f"{begun:.4f} {time.monotonic():.4f} {sent} {what.decode(errors='replace')}\n")
 
 
 srv = socket.socket()

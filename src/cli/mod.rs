@@ -94,7 +94,8 @@ enum Command {
     Build(crate::commands::build::BuildArgs),
     /// Pull an image from a registry into a SIF file (docker://REF → NAME_TAG.sif)
     Pull(crate::commands::build::PullArgs),
-    /// Push a SIF file to an OCI registry as an ORAS artifact (oras://REF), as Apptainer does
+    /// Push a SIF file to an OCI registry: as an ORAS artifact (oras://REF, as Apptainer does) or
+    /// as an OCI-SIF image (docker://REF, its SquashFS as the one layer, as SingularityCE 4 does)
     Push(crate::commands::oras::PushArgs),
     /// Cached blobs and images (list, clean)
     #[command(subcommand)]

@@ -1,5 +1,6 @@
-//! `oras://` images: `rsing push IMG.sif oras://REF`, and the SIF of an `oras://` reference in
-//! the cache for `pull`, `build`, `exec` and `run`.
+//! `oras://` images: `rsing push IMG.sif oras://REF` (and `docker://REF`, an OCI-SIF image:
+//! see [`crate::convert::ocisif`]), and the SIF of an `oras://` reference in the cache for
+//! `pull`, `build`, `exec` and `run`.
 //!
 //! The cache keeps the SIF as the blob it is (`blobs/sha256/<hex>`, verified by digest before
 //! it gets that name): a second node-local start, or a `docker://` image sharing nothing with
@@ -24,7 +25,9 @@ pub struct PushArgs {
     insecure: bool,
     /// The SIF file to push
     image: PathBuf,
-    /// oras://[REGISTRY/]REPO[:TAG]
+    /// oras://[REGISTRY/]REPO[:TAG] (the SIF as an ORAS artifact, as Apptainer pushes it) or
+    /// docker://[REGISTRY/]REPO[:TAG] (an OCI image whose one layer is the SIF's SquashFS, as
+    /// SingularityCE 4 pushes OCI-SIF images)
     uri: String,
 }
 
@@ -46,21 +49,67 @@ pub fn reference(uri: &str) -> anyhow::Result<Reference> {
 }
 
 pub fn push(global: &Global, args: &PushArgs) -> anyhow::Result<i32> {
-    let reference = reference(&args.uri)?;
-    let head = std::fs::read(&args.image)
-        .map(|b| b.into_iter().take(64).collect::<Vec<u8>>())
-        .with_context(|| format!("cannot read {}", args.image.display()))?;
+    let (reference, ocisif) = match args.uri.strip_prefix("docker://") {
+        Some(r) => (Reference::parse(r)?, true),
+        None => (
+            reference(&args.uri).map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: expected oras://[REGISTRY/]REPO[:TAG] or docker://[REGISTRY/]REPO[:TAG]",
+                    args.uri
+                )
+            })?,
+            false,
+        ),
+    };
+    let head = read_head(&args.image)?;
     if !crate::sif::is_sif(&head) {
         bail!(
-            "{}: not a SIF file (only SIF images can be pushed to oras://)",
+            "{}: not a SIF file (only SIF images can be pushed; build one with `rsing build`)",
             args.image.display()
         );
     }
     let progress = Progress::new(Mode::detect(global.quiet));
-    progress.say(&format!("pushing {} to {}", args.image.display(), args.uri));
-    let digest = client(&reference, args.insecure)?.push_sif(&reference, &args.image)?;
+    // No "pushing" line first: a refusal is then the only line printed.
+    let client = client(&reference, args.insecure)?;
+    let digest = if ocisif {
+        let image = crate::convert::ocisif::from_sif(&args.image)
+            .with_context(|| format!("cannot push {}", args.image.display()))?;
+        let blobs = [
+            registry::PushBlob {
+                digest: crate::oci::Digest::of(&image.config),
+                size: image.config.len() as u64,
+                data: registry::PushData::Bytes(image.config.clone()),
+            },
+            registry::PushBlob {
+                digest: image.layer_digest.clone(),
+                size: image.layer_size,
+                data: registry::PushData::File {
+                    path: args.image.clone(),
+                    offset: image.layer_offset,
+                },
+            },
+        ];
+        client.push_image(&reference, &blobs, image.manifest)?
+    } else {
+        client.push_sif(&reference, &args.image)?
+    };
     progress.say(&format!("pushed {} ({digest})", args.uri));
     Ok(0)
+}
+
+/// The first 64 bytes of `path` (fewer for a shorter file), enough to tell a SIF.
+fn read_head(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        bail!("{}: is a directory, not a SIF file", path.display());
+    }
+    let mut head = Vec::with_capacity(64);
+    file.take(64)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(head)
 }
 
 /// The cache and the blob store in it.

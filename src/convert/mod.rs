@@ -7,6 +7,7 @@
 mod dir;
 mod extract;
 pub mod flatten;
+pub mod ocisif;
 pub mod seal;
 mod sif_out;
 pub mod singularity_d;
@@ -63,13 +64,17 @@ pub trait Observer: Send + Sync {
     fn layer_progress(&self, index: usize, done: u64);
 }
 
-/// Converts `image` into a SIF written to `out` (from offset 0).
+/// Converts `image` into a SIF written to `out` (from offset 0). An OCI-SIF image (a
+/// SquashFS layer) is copied, not merged: see [`ocisif`].
 pub fn oci_to_sif(
     image: &ResolvedImage,
     out: &mut File,
     options: &ConvertOptions,
     observer: Arc<dyn Observer>,
 ) -> Result<ImageSummary> {
+    if ocisif::is_squashfs_image(image) {
+        return ocisif::squashfs_image_to_sif(image, out, options, observer);
+    }
     let config = config_object(&image.config_raw)?;
     let facts = image_facts(&config);
     let arch = image.config.architecture().to_string();

@@ -479,6 +479,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_read_continuing_an_earlier_one_fetches_ahead_up_to_a_present_chunk() {
+        let dir = TempDir::new("lazy");
+        let bytes: Vec<u8> = (0..40u8).collect();
+        let (src, served) = entry(&dir.0, &bytes, sha(&bytes), 0);
+        let mut buf = [0u8; 2];
+        src.read_exact_at(&mut buf, 0).unwrap();
+        src.read_exact_at(&mut buf, 20).unwrap();
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            8,
+            "no chunk before: no read-ahead"
+        );
+        // Chunk 1 follows chunk 0: chunks 1-4 come in one request, up to chunk 5 (present).
+        src.read_exact_at(&mut buf, 4).unwrap();
+        assert_eq!(buf, [4, 5]);
+        assert_eq!(served.load(Ordering::SeqCst), 24);
+        src.read_exact_at(&mut buf, 16).unwrap();
+        assert_eq!(buf, [16, 17]);
+        assert_eq!(served.load(Ordering::SeqCst), 24, "already fetched ahead");
+        src.download_all().unwrap();
+        assert_eq!(served.load(Ordering::SeqCst), 40, "each byte fetched once");
+        assert_eq!(std::fs::read(dir.0.join("final.sif")).unwrap(), bytes);
+    }
+
+    #[test]
     fn transient_failures_are_retried_and_lasting_ones_are_eio() {
         let dir = TempDir::new("lazy");
         let bytes = vec![7u8; 8];

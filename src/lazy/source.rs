@@ -18,6 +18,23 @@ use std::time::Duration;
 const PAUSES_MS: &[u64] = &[100, 400, 1600];
 /// Chunks the background download asks for in one request.
 const BACKGROUND_GROUP: u64 = 16;
+/// Default of `RSING_LAZY_READAHEAD_KIB`: what a read that continues an earlier one fetches
+/// past its own chunk, in KiB (see `Inner::ensure`).
+const READAHEAD_KIB: u64 = 768;
+
+/// Bytes fetched past a sequential read's own chunk: `RSING_LAZY_READAHEAD_KIB` (0 turns it
+/// off), read once per process.
+fn readahead_bytes() -> u64 {
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("RSING_LAZY_READAHEAD_KIB")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(READAHEAD_KIB)
+            .min(64 << 10)
+            * 1024
+    })
+}
 
 pub(crate) struct Inner {
     pub blocks: Blocks,
@@ -122,18 +139,42 @@ impl Inner {
         Err(last)
     }
 
-    /// Makes chunk `i` present: fetched here, or by whoever held its lock.
+    /// Makes chunk `i` present: fetched here, or by whoever held its lock. When the chunk
+    /// before it is already here (a read going on where an earlier one stopped: a file's
+    /// blocks, a directory's modules), the missing chunks after it come in the same request,
+    /// up to [`readahead_bytes`] of them: a start pays one round trip for them instead of several.
     fn ensure(&self, i: u64) -> io::Result<()> {
         if self.blocks.is_present(i) {
             return Ok(());
         }
-        let _lock = self.blocks.lock(i, 1)?;
+        let sequential = i > 0 && self.blocks.is_present(i - 1);
+        let mut count = 1;
+        if sequential {
+            let more = readahead_bytes() / self.blocks.chunk.max(1);
+            let limit = (i + 1 + more).min(self.blocks.chunks());
+            while i + count < limit && !self.blocks.is_present(i + count) {
+                count += 1;
+            }
+        }
+        let _lock = self.blocks.lock(i, count)?;
         if self.blocks.is_present(i) {
             return Ok(());
         }
-        let (start, end) = self.blocks.range(i);
+        // Another process may have fetched some of the rest meanwhile: only the missing run.
+        while count > 1 && self.blocks.is_present(i + count - 1) {
+            count -= 1;
+        }
+        let (start, _) = self.blocks.range(i);
+        let (_, end) = self.blocks.range(i + count - 1);
         match self.fetch_retrying(start, end - start) {
-            Ok(bytes) => self.blocks.store(i, &bytes),
+            Ok(bytes) => {
+                for c in i..i + count {
+                    let (s, e) = self.blocks.range(c);
+                    self.blocks
+                        .store(c, &bytes[(s - start) as usize..(e - start) as usize])?;
+                }
+                Ok(())
+            }
             Err(why) => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     self.at.log(&format!(

@@ -20,6 +20,11 @@ const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// `docker save` tars carry plain tar layers under this (unofficial but common) type.
 pub(crate) const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
+/// The layer of an OCI-SIF image (SingularityCE 4, `sylabs/oci-tools`): a SquashFS root file
+/// system, stored uncompressed-as-is (its digest is also its diff ID). `convert` copies it into
+/// a SIF instead of reading it as a tar.
+pub const SQUASHFS_LAYER: &str = "application/vnd.sylabs.image.layer.v1.squashfs";
+
 /// Layer media types whose blobs are tars rsing can unpack (the compression is detected from
 /// the content anyway; the type is the fallback).
 const LAYER_TYPES: &[&str] = &[
@@ -124,9 +129,9 @@ fn check_layer(layer: &Descriptor, name: &str) -> Result<(), Error> {
             layer.digest()
         )));
     }
-    if !LAYER_TYPES.contains(&t.as_str()) {
+    if !LAYER_TYPES.contains(&t.as_str()) && t != SQUASHFS_LAYER {
         return Err(Error::Unsupported(format!(
-            "{name}: layer {} has media type {t}, which is not a tar layer",
+            "{name}: layer {} has media type {t}, which is not a tar layer (nor an OCI-SIF SquashFS)",
             layer.digest()
         )));
     }

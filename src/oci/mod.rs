@@ -20,7 +20,7 @@ pub use archive::{resolve_docker_archive, resolve_oci_archive};
 pub use digest::{Digest, VerifyingReader};
 pub use layer::{decompress, LayerBlob};
 pub use layout::resolve_layout;
-pub use manifest::{parse_config, parse_manifest, MAX_JSON_SIZE};
+pub use manifest::{parse_config, parse_manifest, MAX_JSON_SIZE, SQUASHFS_LAYER};
 pub use platform::{select_manifest, select_manifest_in, Platform};
 
 /// An image found in a local source: its config and its layers, bottom first.

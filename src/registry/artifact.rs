@@ -12,10 +12,7 @@ use super::client::{check_digest, Conn};
 use super::errors::with_retries;
 use super::{Error, Observer, Quiet, Reference, Registry};
 use crate::oci::Digest;
-use futures_util::StreamExt;
-use oci_client::client::BlobResponse;
 use oci_client::errors::OciDistributionError as OciError;
-use oci_client::manifest::OciDescriptor;
 use oci_client::RegistryOperation;
 use serde::Deserialize;
 use std::io::Read;
@@ -157,11 +154,18 @@ fn digest_file(path: &Path) -> Result<(Digest, u64), Error> {
     ))
 }
 
-/// The file at `path` as a stream of 8 MiB chunks, for `push_blob_stream`.
+/// `len` bytes of the file at `path` from `offset`, as a stream of 8 MiB chunks, for
+/// `push_blob_stream` (a SIF's SquashFS partition is pushed from inside the SIF, not copied).
 fn file_stream(
     path: PathBuf,
+    offset: u64,
+    len: u64,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, OciError>> + Send + 'static {
-    let file = std::fs::File::open(&path);
+    use std::io::{Seek, SeekFrom};
+    let file = std::fs::File::open(&path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(offset))?;
+        Ok(f.take(len))
+    });
     futures_util::stream::unfold(Some(file), |state| async move {
         let mut file = match state? {
             Ok(f) => f,
@@ -184,6 +188,23 @@ fn file_stream(
     })
 }
 
+/// One blob to push: its digest and size, and where its bytes are.
+#[derive(Debug, Clone)]
+pub struct PushBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub data: PushData,
+}
+
+/// The bytes of a [`PushBlob`].
+#[derive(Debug, Clone)]
+pub enum PushData {
+    /// Small blobs (configs), in memory.
+    Bytes(Vec<u8>),
+    /// `size` bytes of a file from `offset` (a whole SIF, or the SquashFS inside one).
+    File { path: PathBuf, offset: u64 },
+}
+
 impl Registry {
     /// Pushes the SIF at `path` to `r` in Apptainer's ORAS layout; returns the manifest digest.
     pub fn push_sif(&self, r: &Reference, path: &Path) -> Result<Digest, Error> {
@@ -193,6 +214,33 @@ impl Registry {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "image.sif".into());
         let manifest = sif_manifest(&digest, size, &title);
+        let blobs = [
+            PushBlob {
+                digest: Digest::of(EMPTY_CONFIG),
+                size: EMPTY_CONFIG.len() as u64,
+                data: PushData::Bytes(EMPTY_CONFIG.to_vec()),
+            },
+            PushBlob {
+                digest,
+                size,
+                data: PushData::File {
+                    path: path.to_path_buf(),
+                    offset: 0,
+                },
+            },
+        ];
+        self.push_image(r, &blobs, manifest)
+    }
+
+    /// Pushes `blobs` (each skipped when the registry has it already: a `HEAD` first), then
+    /// `manifest` (an OCI image manifest naming them) as `r`'s tag; returns the manifest's
+    /// digest.
+    pub fn push_image(
+        &self,
+        r: &Reference,
+        blobs: &[PushBlob],
+        manifest: Vec<u8>,
+    ) -> Result<Digest, Error> {
         let conn = self.conn(&r.registry)?;
         let subject = r.short();
         let oref = conn.reference(&r.repository, &r.target());
@@ -203,33 +251,33 @@ impl Registry {
             })
             .await
             .map_err(|e| ctx.map(&e))?;
-            for (blob, len, data) in [
-                (Digest::of(EMPTY_CONFIG), EMPTY_CONFIG.len() as u64, None),
-                (digest.clone(), size, Some(path.to_path_buf())),
-            ] {
-                let what = format!("blob {}", blob.short());
-                let blob_str = blob.to_string();
+            for blob in blobs {
+                let what = format!("blob {}", blob.digest.short());
+                let blob_str = blob.digest.to_string();
                 let exists = with_retries(&what, self.backoff, &Quiet, || {
                     conn.client.blob_exists(&oref, &blob_str)
                 })
                 .await
                 .map_err(|e| ctx.map(&e))?;
                 if exists {
-                    tracing::info!(blob = %blob, "already in the registry");
+                    tracing::info!(blob = %blob.digest, "already in the registry");
                     continue;
                 }
-                tracing::info!(blob = %blob, size = len, "uploading");
+                tracing::info!(blob = %blob.digest, size = blob.size, "uploading");
                 // A stream cannot be replayed, so a failed upload is not retried here.
-                let result = match data {
-                    Some(p) => {
+                let result = match &blob.data {
+                    PushData::File { path, offset } => {
                         conn.client
-                            .push_blob_stream(&oref, file_stream(p), &blob.to_string(), Some(len))
+                            .push_blob_stream(
+                                &oref,
+                                file_stream(path.clone(), *offset, blob.size),
+                                &blob_str,
+                                Some(blob.size),
+                            )
                             .await
                     }
-                    None => {
-                        conn.client
-                            .push_blob(&oref, EMPTY_CONFIG.to_vec(), &blob.to_string())
-                            .await
+                    PushData::Bytes(bytes) => {
+                        conn.client.push_blob(&oref, bytes.clone(), &blob_str).await
                     }
                 };
                 result.map_err(|e| ctx.map(&e))?;
@@ -315,52 +363,7 @@ async fn read_range_async(
     len: u64,
 ) -> Result<Vec<u8>, OciError> {
     let oref = conn.reference(&r.repository, &r.target());
-    // Makes sure a (pull) token is in the client's cache: blob requests send what is there.
-    conn.client
-        .auth(&oref, &conn.auth, RegistryOperation::Pull)
-        .await?;
-    let desc = OciDescriptor {
-        media_type: art.media_type.clone(),
-        digest: art.digest.to_string(),
-        size: art.size as i64,
-        ..Default::default()
-    };
-    let response = conn
-        .client
-        .pull_blob_stream_partial(&oref, &desc, offset, Some(len))
-        .await?;
-    let (mut stream, skip) = match response {
-        BlobResponse::Partial(s) => (s, 0),
-        // A registry that ignores ranges: take the part asked for from the whole blob.
-        BlobResponse::Full(s) => (s, offset),
-    };
-    let mut out = Vec::with_capacity(len as usize);
-    let mut pos = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) if out.len() as u64 == len => {
-                let _ = e;
-                break;
-            }
-            Err(e) => return Err(OciError::IoError(e)),
-        };
-        let start = skip.saturating_sub(pos).min(chunk.len() as u64) as usize;
-        pos += chunk.len() as u64;
-        let want = len as usize - out.len();
-        let take = (chunk.len() - start).min(want);
-        out.extend_from_slice(&chunk[start..start + take]);
-        if out.len() as u64 == len {
-            break;
-        }
-    }
-    if (out.len() as u64) < len {
-        return Err(OciError::IoError(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!("connection closed after {} of {len} bytes", out.len()),
-        )));
-    }
-    Ok(out)
+    super::manifest::get_range(conn, &oref, &art.digest.to_string(), offset, len).await
 }
 
 #[cfg(test)]

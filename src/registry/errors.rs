@@ -95,9 +95,12 @@ impl Context<'_> {
                     text.is_empty() || text.starts_with('<') || [401, 403, 429].contains(code);
                 self.status(*code, (!useless).then_some(text.as_str()))
             }
-            OciError::RequestError(err) => {
-                self.error(None, format!("request failed: {}", chain(err)))
-            }
+            // `oci-client` turns some statuses (a blob `HEAD` before a push) into a request
+            // error: the status says it better than the URL does.
+            OciError::RequestError(err) => match err.status() {
+                Some(code) => self.status(code.as_u16(), None),
+                None => self.error(None, format!("request failed: {}", chain(err))),
+            },
             OciError::IoError(err) => self.error(None, format!("connection failed: {err}")),
             OciError::DigestError(DigestError::VerificationError { expected, actual }) => self
                 .error(

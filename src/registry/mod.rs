@@ -24,7 +24,7 @@ mod speed;
 #[cfg(test)]
 mod tests;
 
-pub use artifact::{SifArtifact, SIF_CONFIG_MEDIA_TYPE, SIF_LAYER_MEDIA_TYPE};
+pub use artifact::{PushBlob, PushData, SifArtifact, SIF_CONFIG_MEDIA_TYPE, SIF_LAYER_MEDIA_TYPE};
 pub use auth::{login, login_into, logout, Credentials};
 pub use client::{Options, Registry, Remote, RemoteLayer};
 pub use reference::{Reference, DOCKER_HUB};
