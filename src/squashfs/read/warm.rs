@@ -259,7 +259,9 @@ mod tests {
         ar.record_blocks(64 << 20);
         read_all(&ar, &files);
         // The blocks decompressed again replace the damaged copies in the next file.
-        let repaired = ar.block_file_bytes(&id).expect("damaged blocks were recorded");
+        let repaired = ar
+            .block_file_bytes(&id)
+            .expect("damaged blocks were recorded");
         let rp = dir.0.join("repaired.blocks");
         std::fs::write(&rp, &repaired).unwrap();
         let good = BlockFile::load(File::open(&rp).unwrap(), &id, d, m).unwrap();
