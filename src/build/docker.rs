@@ -6,6 +6,7 @@
 //!
 //! RUN always runs as root (uid 0 in the step's namespace); USER is recorded in the config.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 
@@ -15,7 +16,7 @@ use super::cache::{content_hash, key as step_key, StepCache};
 use super::copy::{copy_tree, in_root};
 use super::dockerfile::{expand, Command, Copy, Instruction, Line};
 use super::glob::{glob, wildcard};
-use super::layers::Mounted;
+use super::layers::{merge_into, Mounted, Tree};
 use super::owners::Owners;
 use super::runner::Step;
 use super::{io, Error, Result};
@@ -178,7 +179,7 @@ pub struct Built {
     /// `--build-arg` names no ARG declared.
     pub unused_args: Vec<String>,
     /// Keeps `root` mounted.
-    pub mounted: Mounted,
+    pub tree: Tree,
 }
 
 /// One layer of a stage: its cache key (none when it is not in the cache) and directory.
@@ -200,8 +201,8 @@ struct Done {
     config: ImageConfig,
     owners: Owners,
     key: String,
-    /// Its tree, mounted for `COPY --from`.
-    view: Mounted,
+    /// Its tree, for `COPY --from`.
+    view: Tree,
 }
 
 fn layer_dirs(layers: &[Layer]) -> Vec<PathBuf> {
@@ -216,26 +217,50 @@ fn fresh(b: &Build, what: &str) -> PathBuf {
 }
 
 /// Mounts the stage's layers over a new upper directory, with the metadata directories and
-/// the WORKDIR made: the writable tree of one step (or of the finished image).
-fn mount_upper(b: &Build, st: &StageState) -> Result<(Mounted, PathBuf)> {
+/// the WORKDIR made: the writable tree of one step (or of the finished image). Where the
+/// kernel refuses the mount, this and every later tree of the build are copies (`copies`).
+fn mount_upper(b: &Build, st: &StageState, copies: &Cell<bool>) -> Result<(Tree, PathBuf)> {
     let upper = fresh(b, "upper");
     let t = std::time::Instant::now();
-    let m = Mounted::mount(&layer_dirs(&st.layers), &upper, b.work, b.userns)
-        .map_err(io("mounting the build layers"))?;
-    let view = m.view();
+    let lowers = layer_dirs(&st.layers);
+    let mut tree = None;
+    if !copies.get() {
+        match Mounted::mount(&lowers, &upper, b.work, b.userns) {
+            Ok(m) => tree = Some(Tree::Mounted(m)),
+            Err(e) => {
+                (b.say)(&format!(
+                    "rsing: warning: {e}; the steps run on copies of the cached layers"
+                ));
+                copies.set(true);
+            }
+        }
+    }
+    let tree = match tree {
+        Some(tree) => tree,
+        None => {
+            merge_into(&lowers, &upper).map_err(io("copying the build layers"))?;
+            Tree::Copy(upper.clone())
+        }
+    };
+    let view = tree.path();
     super::metadata::prepare(&view)?;
     if !st.config.workdir.is_empty() {
         std::fs::create_dir_all(in_root(&view, &st.config.workdir)).map_err(io("WORKDIR"))?;
     }
-    tracing::info!(elapsed = ?t.elapsed(), layers = st.layers.len(), "mounted the build layers");
-    Ok((m, upper))
+    tracing::info!(elapsed = ?t.elapsed(), layers = st.layers.len(), copy = copies.get(), "made the tree of a step");
+    Ok((tree, upper))
 }
 
-/// Unmounts a step's tree and keeps its upper directory as the stage's new top layer, moved
-/// into the cache under the step's key when every layer below is cached.
-fn push_layer(b: &Build, st: &mut StageState, m: Mounted, upper: PathBuf) {
-    drop(m);
+/// Ends a step's tree and keeps its upper directory as the stage's new top layer, moved into
+/// the cache under the step's key when every layer below is cached. A copy is a whole tree:
+/// it becomes the only layer.
+fn push_layer(b: &Build, st: &mut StageState, tree: Tree, upper: PathBuf) {
+    let whole = matches!(tree, Tree::Copy(_));
+    drop(tree);
     let t = std::time::Instant::now();
+    if whole {
+        st.layers.clear();
+    }
     let lowers: Option<Vec<String>> = st.layers.iter().map(|l| l.0.clone()).collect();
     let saved = lowers.and_then(|lk| b.cache.save_layer(&st.key, &upper, &lk, &st.owners, None));
     tracing::info!(elapsed = ?t.elapsed(), cached = saved.is_some(), "saved the step's layer");
@@ -300,8 +325,8 @@ fn base_layer(b: &Build, st: &mut StageState, image: &str, line: usize) -> Resul
 }
 
 /// A finished stage kept for later ones.
-fn done(b: &Build, st: StageState) -> Result<Done> {
-    let (view, _) = mount_upper(b, &st)?;
+fn done(b: &Build, st: StageState, copies: &Cell<bool>) -> Result<Done> {
+    let (view, _) = mount_upper(b, &st, copies)?;
     Ok(Done {
         layers: st.layers,
         config: st.config,
@@ -318,6 +343,7 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
     let mut stages: HashMap<String, Done> = HashMap::new();
     let mut prev_name: Option<String> = None;
     let mut current: Option<StageState> = None;
+    let copies = Cell::new(std::env::var("RSING_BUILD_LAYERS").is_ok_and(|v| v == "copy"));
     let fail = |line: usize, message: String| Error::Step {
         file: b.file.to_string(),
         line,
@@ -329,7 +355,7 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
             let image = expand(image, &|k| global.get(k).cloned());
             if let Some(prev) = current.take() {
                 if let Some(n) = prev_name.take() {
-                    stages.insert(n, done(b, prev)?);
+                    stages.insert(n, done(b, prev, &copies)?);
                 }
             }
             (b.say)(&format!("FROM {image}"));
@@ -458,7 +484,7 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                     (b.say)(&format!("RUN {text} (cached)"));
                     continue;
                 }
-                let (m, upper) = mount_upper(b, st)?;
+                let (m, upper) = mount_upper(b, st, &copies)?;
                 (b.say)(&format!("RUN {text}"));
                 let mut env: Vec<(String, String)> = st.config.env.clone();
                 for (k, v) in &st.args {
@@ -478,14 +504,14 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                 } else {
                     st.config.workdir.clone()
                 };
-                let view = m.view();
+                let view = m.path();
                 let step = Step {
                     root: &view,
                     argv: argv(c, &st.config),
                     env,
                     cwd: workdir,
                     userns: b.userns,
-                    mounted: Some(&m),
+                    mounted: m.mounted(),
                 };
                 let t = std::time::Instant::now();
                 let status =
@@ -514,16 +540,16 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                     ));
                     continue;
                 }
-                let (m, upper) = mount_upper(b, st)?;
+                let (m, upper) = mount_upper(b, st, &copies)?;
                 (b.say)(&format!("{what} {} {}", c.sources.join(" "), c.dest));
-                copy(st, &m.view(), c, sources, &vars).map_err(|m| fail(line, m))?;
+                copy(st, &m.path(), c, sources, &vars).map_err(|m| fail(line, m))?;
                 push_layer(b, st, m, upper);
             }
         }
     }
     let st = current.ok_or_else(|| fail(1, "no FROM instruction".into()))?;
     drop(stages);
-    let (mounted, _) = mount_upper(b, &st)?;
+    let (tree, _) = mount_upper(b, &st, &copies)?;
     let unused_args = b
         .build_args
         .keys()
@@ -531,11 +557,11 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
         .cloned()
         .collect();
     Ok(Built {
-        root: mounted.view(),
+        root: tree.path(),
         config: st.config,
         owners: st.owners,
         unused_args,
-        mounted,
+        tree,
     })
 }
 
@@ -576,7 +602,7 @@ fn sources(
                     "{what} --from={name}: no earlier stage of that name"
                 ))?
                 .view
-                .view(),
+                .path(),
         ),
         None => None,
     };

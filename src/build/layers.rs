@@ -122,6 +122,99 @@ impl Drop for Mounted {
     }
 }
 
+/// A stage's writable tree: its layers mounted, or, where the kernel refuses the mount (an
+/// upper directory on NFS, Lustre, GPFS…) or `RSING_BUILD_LAYERS=copy` asks for it, a plain
+/// copy of them, saved afterwards as one full layer.
+#[derive(Debug)]
+pub enum Tree {
+    Mounted(Mounted),
+    Copy(PathBuf),
+}
+
+impl Tree {
+    /// The tree as rsing reaches it.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Tree::Mounted(m) => m.view(),
+            Tree::Copy(dir) => dir.clone(),
+        }
+    }
+
+    pub fn mounted(&self) -> Option<&Mounted> {
+        match self {
+            Tree::Mounted(m) => Some(m),
+            Tree::Copy(_) => None,
+        }
+    }
+}
+
+/// Copies `layers` (bottom first) into directory `dest` as overlayfs would show them:
+/// whiteouts (character devices 0:0) remove what is below, opaque directories
+/// (`user.overlay.opaque=y`) hide it.
+pub fn merge_into(layers: &[PathBuf], dest: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for layer in layers {
+        merge(layer, dest)?;
+    }
+    Ok(())
+}
+
+fn merge(src: &Path, dest: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let (s, d) = (entry.path(), dest.join(entry.file_name()));
+        let st = std::fs::symlink_metadata(&s)?;
+        let ft = st.file_type();
+        let there = std::fs::symlink_metadata(&d).ok();
+        if ft.is_char_device() && st.rdev() == 0 {
+            remove(&d, there.as_ref());
+        } else if ft.is_dir() {
+            if there.as_ref().is_some_and(|t| !t.is_dir()) || opaque(&s) {
+                remove(&d, there.as_ref());
+            }
+            if !d.is_dir() {
+                std::fs::create_dir(&d)?;
+            }
+            merge(&s, &d)?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(st.mode() | 0o700))?;
+        } else {
+            if there.as_ref().is_some_and(|t| t.is_dir()) {
+                remove(&d, there.as_ref());
+            }
+            super::copy::copy_tree(&s, &d)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove(path: &Path, st: Option<&std::fs::Metadata>) {
+    match st {
+        Some(st) if st.is_dir() => super::copy::remove_tree(path),
+        Some(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        None => {}
+    }
+}
+
+fn opaque(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut value = [0u8; 4];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"user.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}
+
 fn next_id() -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
