@@ -409,4 +409,51 @@ mod tests {
         assert_eq!(common_parent(&[a]), Path::new("/c/build/steps/k1"));
         assert_eq!(escape(Path::new("a:b,c\\d")), "a\\:b\\,c\\\\d");
     }
+
+    #[test]
+    fn merge_applies_whiteouts_and_opaque_dirs() {
+        let dir = std::env::temp_dir().join(format!("rsing-layers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (low, up, out) = (dir.join("low"), dir.join("up"), dir.join("out"));
+        for d in ["a", "b", "c"] {
+            std::fs::create_dir_all(low.join(d)).unwrap();
+        }
+        std::fs::write(low.join("a/gone"), "1").unwrap();
+        std::fs::write(low.join("a/kept"), "2").unwrap();
+        std::fs::write(low.join("b/hidden"), "3").unwrap();
+        std::fs::write(low.join("c/inner"), "4").unwrap();
+        std::fs::create_dir_all(up.join("a")).unwrap();
+        std::fs::create_dir_all(up.join("b")).unwrap();
+        std::fs::write(up.join("b/new"), "5").unwrap();
+        std::fs::write(up.join("c"), "now a file").unwrap();
+        // A whiteout: a character device 0:0 (unprivileged since Linux 5.8).
+        let whiteout = std::ffi::CString::new(up.join("a/gone").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path; mknod only creates the node.
+        let made = unsafe { libc::mknod(whiteout.as_ptr(), libc::S_IFCHR | 0o000, 0) } == 0;
+        let b = std::ffi::CString::new(up.join("b").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid C strings and value.
+        let marked = unsafe {
+            libc::setxattr(
+                b.as_ptr(),
+                c"user.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        } == 0;
+        merge_into(&[low.clone(), up.clone()], &out).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("a/kept")).unwrap(), "2");
+        if made {
+            assert!(out.join("a/gone").symlink_metadata().is_err());
+        }
+        if marked {
+            assert!(out.join("b/hidden").symlink_metadata().is_err());
+        }
+        assert_eq!(std::fs::read_to_string(out.join("b/new")).unwrap(), "5");
+        assert_eq!(
+            std::fs::read_to_string(out.join("c")).unwrap(),
+            "now a file"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
