@@ -429,7 +429,7 @@ mod tests {
         // A whiteout: a character device 0:0 (unprivileged since Linux 5.8).
         let whiteout = std::ffi::CString::new(up.join("a/gone").as_os_str().as_bytes()).unwrap();
         // SAFETY: a valid path; mknod only creates the node.
-        let made = unsafe { libc::mknod(whiteout.as_ptr(), libc::S_IFCHR | 0o000, 0) } == 0;
+        let made = unsafe { libc::mknod(whiteout.as_ptr(), libc::S_IFCHR, 0) } == 0;
         let b = std::ffi::CString::new(up.join("b").as_os_str().as_bytes()).unwrap();
         // SAFETY: valid C strings and value.
         let marked = unsafe {
