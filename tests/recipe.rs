@@ -739,3 +739,27 @@ fn cached_layers_give_the_same_tree_as_no_cache() {
     }
     assert_no_staging(&t);
 }
+
+/// Several named stages: each is kept mounted for `COPY --from` until the build ends, and the
+/// build ends (their holders let go in any order).
+#[test]
+fn named_stages_as_layers_copy_from_each() {
+    let t = TestEnv::new();
+    let Some(sif) = crate::fixtures::get(Fixture::Sif) else {
+        return;
+    };
+    let base = p(&sif);
+    t.write(
+        "work/ms/Dockerfile",
+        &format!(
+            "FROM {base} AS one\nRUN echo 1 > /one\nFROM {base} AS two\nRUN echo 2 > /two\n\
+             FROM {base} AS three\nRUN echo 3 > /three\nFROM {base}\nCOPY --from=one /one /one\n\
+             COPY --from=two /two /two\nCOPY --from=three /three /three\n"
+        ),
+    );
+    let img = t.dir.join("ms.sif");
+    build(&t).arg(&img).arg("ms/Dockerfile").assert_exit(0);
+    let out = t.exec(&img, ["cat", "/one", "/two", "/three"]).stdout_str();
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["1", "2", "3"]);
+    assert_no_staging(&t);
+}

@@ -354,8 +354,12 @@ fn holder_main(
     release: OwnedFd,
 ) -> i32 {
     use nix::mount::{mount, MsFlags};
+    use std::os::fd::AsRawFd;
     // SAFETY: prctl with integer arguments; the holder dies with rsing.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // Other holders' release pipes came along with the fork: holding them would keep those
+    // holders alive after rsing lets them go.
+    close_others(&[up.as_raw_fd(), go.as_raw_fd(), release.as_raw_fd()]);
     let mut up = std::fs::File::from(up);
     if nix::sched::unshare(
         nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
@@ -395,6 +399,23 @@ fn holder_main(
     let mut rest = Vec::new();
     let _ = std::fs::File::from(release).read_to_end(&mut rest);
     0
+}
+
+/// Closes every descriptor above stderr but `keep` (`close_range`, Linux 5.9).
+fn close_others(keep: &[i32]) {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for fd in keep {
+        let fd = fd as u32;
+        if fd > from {
+            // SAFETY: closes descriptors of this (forked, single-threaded) process only.
+            unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0) };
+        }
+        from = from.max(fd + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
 }
 
 #[cfg(test)]
