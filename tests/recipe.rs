@@ -608,3 +608,158 @@ fn build_cache_reruns_only_the_changed_step() {
     assert_eq!(t.rsing().arg("run").arg(&e).stdout_str(), "two");
     assert_no_staging(&t);
 }
+
+/// Extracts the image's tree (`unsquashfs -d`) into `dir`.
+fn unsquash(image: &Path, dir: &Path) {
+    let out = std::process::Command::new("unsquashfs")
+        .args(["-q", "-n", "-no-xattrs", "-o"])
+        .arg(sif_offset(image))
+        .arg("-d")
+        .arg(dir)
+        .arg(image)
+        .output()
+        .expect("unsquashfs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Dockerfile steps are overlayfs layers: a rebuild that reuses the cached layers and re-runs
+/// only the changed last step gives the same tree as a `--no-cache` build (listing with
+/// owners and modes, and contents), deletions in later steps (a base file, a directory of an
+/// earlier step removed and made again, the base's /etc replaced) are right in the image, and
+/// a `chown` in a cached step is still recorded. In both user namespace modes, and with the
+/// cached layers (whiteouts, opaque directories) copied instead of mounted, as on file systems
+/// that cannot hold an overlay's upper directory.
+#[test]
+fn cached_layers_give_the_same_tree_as_no_cache() {
+    let t = TestEnv::new();
+    let Some(sif) = crate::fixtures::get(Fixture::Sif) else {
+        return;
+    };
+    // (name, --userns-mode, the cached rebuild copies the layers instead of mounting them)
+    let mut variants = vec![("seccomp", "seccomp", false), ("copy", "seccomp", true)];
+    if crate::recipe_userns::has_ranges() && have_tools(&["newuidmap", "newgidmap"]) {
+        variants.push(("subid", "subid", false));
+    }
+    for (mode, userns, copy) in variants {
+        let dockerfile = |last: &str| {
+            format!(
+                "FROM {}\n\
+                 ENV MODE={mode}\n\
+                 RUN mkdir -p /d/sub && echo a > /d/sub/f && echo keep > /keep && chown 12:34 /keep\n\
+                 RUN rm /bin/sed && rm -rf /d && mkdir /d && echo b > /d/new \
+                     && rm /etc/group && rm -rf /usr && mkdir -p /usr/bin && echo u > /usr/bin/new \
+                     && chown 5:6 /usr/bin/new\n\
+                 RUN echo {last} > /last\n",
+                p(&sif)
+            )
+        };
+        let ctx = format!("work/ctx-{mode}");
+        t.write(&format!("{ctx}/Dockerfile"), &dockerfile("one"));
+        let img = |n: &str| t.dir.join(format!("{mode}-{n}.sif"));
+        let run = |out: &Path, extra: &[&str], copies: bool| {
+            build(&t)
+                .env("RSING_BUILD_LAYERS", if copies { "copy" } else { "mount" })
+                .args(["--userns-mode", userns])
+                .args(extra)
+                .arg(out)
+                .arg(format!("ctx-{mode}/Dockerfile"))
+                .assert_exit(0)
+        };
+        run(&img("a"), &[], false);
+        t.write(&format!("{ctx}/Dockerfile"), &dockerfile("two"));
+        let out = run(&img("b"), &[], copy);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(log.matches("(cached)").count(), 2, "{mode}: {log}");
+        run(&img("c"), &["--no-cache"], false);
+        // Modes, owners, sizes and names (file times differ from build to build).
+        let listing = |img: &Path| -> String {
+            unsquashfs_lln(img)
+                .lines()
+                .map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let name = f.get(5..).map(|n| n.join(" ")).unwrap_or_default();
+                    format!("{} {} {} {name}\n", f[0], f[1], f[2])
+                })
+                .collect()
+        };
+        let (b, c) = (listing(&img("b")), listing(&img("c")));
+        assert_eq!(b, c, "{mode}: cached and --no-cache listings differ");
+        let named = |l: &str, path: &str| {
+            l.ends_with(&format!(" {path}")) || l.contains(&format!(" {path} -> "))
+        };
+        let has = |path: &str| b.lines().any(|l| named(l, path));
+        let line = |path: &str| {
+            b.lines()
+                .find(|l| named(l, path))
+                .unwrap_or_else(|| panic!("{mode}: {path} missing:\n{b}"))
+                .to_string()
+        };
+        assert!(
+            line("squashfs-root/keep").contains(" 12/34 "),
+            "{mode}: {b}"
+        );
+        assert!(
+            line("squashfs-root/usr/bin/new").contains(" 5/6 "),
+            "{mode}: {b}"
+        );
+        let usr: Vec<&str> = b
+            .lines()
+            .filter(|l| l.contains(" squashfs-root/usr/"))
+            .collect();
+        assert_eq!(usr.len(), 2, "{mode}: the base's /usr came back: {usr:?}");
+        assert!(has("squashfs-root/d/new"), "{mode}: {b}");
+        assert!(!has("squashfs-root/d/sub"), "{mode}: {b}");
+        assert!(!has("squashfs-root/bin/sed"), "{mode}: {b}");
+        assert!(!has("squashfs-root/etc/group"), "{mode}: {b}");
+        assert!(has("squashfs-root/bin/sh"), "{mode}: {b}");
+        let (db, dc) = (
+            t.dir.join(format!("{mode}-tree-b")),
+            t.dir.join(format!("{mode}-tree-c")),
+        );
+        unsquash(&img("b"), &db);
+        unsquash(&img("c"), &dc);
+        let diff = std::process::Command::new("diff")
+            .args(["-r", "--no-dereference"])
+            .arg(&db)
+            .arg(&dc)
+            .output()
+            .expect("diff");
+        assert!(
+            diff.status.success(),
+            "{mode}: contents differ:\n{}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+        assert_eq!(std::fs::read_to_string(db.join("last")).unwrap(), "two\n");
+        assert_eq!(std::fs::read_to_string(db.join("d/new")).unwrap(), "b\n");
+    }
+    assert_no_staging(&t);
+}
+
+/// Several named stages: each is kept mounted for `COPY --from` until the build ends, and the
+/// build ends (their holders let go in any order).
+#[test]
+fn named_stages_as_layers_copy_from_each() {
+    let t = TestEnv::new();
+    let Some(sif) = crate::fixtures::get(Fixture::Sif) else {
+        return;
+    };
+    let base = p(&sif);
+    t.write(
+        "work/ms/Dockerfile",
+        &format!(
+            "FROM {base} AS one\nRUN echo 1 > /one\nFROM {base} AS two\nRUN echo 2 > /two\n\
+             FROM {base} AS three\nRUN echo 3 > /three\nFROM {base}\nCOPY --from=one /one /one\n\
+             COPY --from=two /two /two\nCOPY --from=three /three /three\n"
+        ),
+    );
+    let img = t.dir.join("ms.sif");
+    build(&t).arg(&img).arg("ms/Dockerfile").assert_exit(0);
+    let out = t.exec(&img, ["cat", "/one", "/two", "/three"]).stdout_str();
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["1", "2", "3"]);
+    assert_no_staging(&t);
+}

@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Whether /etc/subuid and /etc/subgid grant the calling user a range.
-fn has_ranges() -> bool {
+pub(crate) fn has_ranges() -> bool {
     let uid = nix::unistd::getuid();
     let name = nix::unistd::User::from_uid(uid)
         .ok()

@@ -4,8 +4,12 @@
 //! it and runs only that step (Docker's layer cache, Charliecloud's build cache).
 //!
 //! Layout: `<dir>/<key>/{root/,owners.json,config.json}`, written under `<dir>/.tmp-<key>-PID`
-//! and renamed into place, so a killed build leaves no half entry. Snapshots are copies
-//! (`copy_file_range`, which shares extents where the file system can).
+//! and renamed into place, so a killed build leaves no half entry. Definition-file stages are
+//! snapshots, copies (`copy_file_range`, which shares extents where the file system can).
+//! Dockerfile steps are layers ([`super::layers`]): `<key>/{layer/,lowers,owners.json}`,
+//! `layer` the overlayfs upper directory of the step, moved in by a rename, and `lowers` the
+//! keys of the layers below it, bottom first; an entry whose lowers were cleaned away is a
+//! miss.
 
 use std::path::{Path, PathBuf};
 
@@ -106,6 +110,67 @@ impl StepCache {
         // Use time, for `rsing cache clean --days`.
         let _ = std::fs::File::open(entry.join("owners.json"));
         Owners::load(&entry.join("owners.json"))
+    }
+
+    /// The layer directories of `key` and the ones below it (bottom first) and its owners,
+    /// when the entry and all its lowers are there.
+    pub fn layers(&self, key: &str) -> Option<(Vec<(String, PathBuf)>, Owners)> {
+        let dir = self.dir.as_ref()?;
+        let entry = self.entry(key)?;
+        let lowers: Vec<String> =
+            serde_json::from_slice(&std::fs::read(entry.join("lowers")).ok()?).ok()?;
+        let mut out = Vec::new();
+        for k in lowers.iter().chain(std::iter::once(&key.to_string())) {
+            let layer = dir.join(k).join("layer");
+            if !layer.is_dir() || !dir.join(k).join("owners.json").exists() {
+                return None;
+            }
+            // Use time, for `rsing cache clean --days`.
+            let _ = std::fs::File::open(dir.join(k).join("owners.json"));
+            out.push((k.clone(), layer));
+        }
+        let owners = Owners::load(&entry.join("owners.json")).ok()?;
+        Some((out, owners))
+    }
+
+    /// Moves layer directory `layer` (on the cache's file system) into the cache as `key`
+    /// over the layers `lowers`; returns its new place, or `None` when it stays where it is
+    /// (no cache, another build stored it first, or a failure: not fatal to a build).
+    pub fn save_layer(
+        &self,
+        key: &str,
+        layer: &Path,
+        lowers: &[String],
+        owners: &Owners,
+        config: Option<&serde_json::Value>,
+    ) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        if self.has(key) || std::fs::create_dir_all(dir).is_err() {
+            return None;
+        }
+        let tmp = dir.join(format!(".tmp-{key}-{}", std::process::id()));
+        let ok = std::fs::create_dir(&tmp).is_ok()
+            && std::fs::write(
+                tmp.join("lowers"),
+                serde_json::to_vec(lowers).unwrap_or_default(),
+            )
+            .is_ok()
+            && config.is_none_or(|c| {
+                std::fs::write(
+                    tmp.join("config.json"),
+                    serde_json::to_vec(c).unwrap_or_default(),
+                )
+                .is_ok()
+            })
+            && owners.save(&tmp.join("owners.json")).is_ok()
+            && std::fs::rename(layer, tmp.join("layer")).is_ok();
+        if ok && std::fs::rename(&tmp, dir.join(key)).is_ok() {
+            return Some(dir.join(key).join("layer"));
+        }
+        // Put the layer back for this build.
+        let _ = std::fs::rename(tmp.join("layer"), layer);
+        remove_tree(&tmp);
+        None
     }
 
     /// Stores `root` (or, with `None`, only the config) under `key`. Failures are not fatal

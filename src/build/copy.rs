@@ -73,6 +73,11 @@ pub fn copy_tree(src: &Path, dest: &Path) -> io::Result<()> {
         }
         fs::copy(src, dest)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dest.display())))?;
+        // `fs::copy` sets the mode before writing, and the write clears set-id bits.
+        let mode = st.permissions().mode();
+        if mode & 0o6000 != 0 {
+            fs::set_permissions(dest, fs::Permissions::from_mode(mode & 0o7777))?;
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //!
 //! RUN always runs as root (uid 0 in the step's namespace); USER is recorded in the config.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 
@@ -15,6 +16,7 @@ use super::cache::{content_hash, key as step_key, StepCache};
 use super::copy::{copy_tree, in_root};
 use super::dockerfile::{expand, Command, Copy, Instruction, Line};
 use super::glob::{glob, wildcard};
+use super::layers::{merge_into, Mounted, Tree};
 use super::owners::Owners;
 use super::runner::Step;
 use super::{io, Error, Result};
@@ -168,71 +170,180 @@ pub struct Build<'a> {
     pub userns: &'a super::userns::Userns,
 }
 
-/// What a build made: the last stage's root, its config and the recorded ownership.
+/// What a build made: the last stage's tree (a view of its layers, mounted as long as this
+/// lives), its config and the recorded ownership.
 pub struct Built {
     pub root: PathBuf,
     pub config: ImageConfig,
     pub owners: Owners,
     /// `--build-arg` names no ARG declared.
     pub unused_args: Vec<String>,
+    /// Keeps `root` mounted.
+    pub tree: Tree,
 }
 
+/// One layer of a stage: its cache key (none when it is not in the cache) and directory.
+type Layer = (Option<String>, PathBuf);
+
 struct StageState {
-    root: PathBuf,
+    /// The stage's tree, bottom first.
+    layers: Vec<Layer>,
     config: ImageConfig,
     owners: Owners,
     args: BTreeMap<String, String>,
     /// The cache key of everything so far.
     key: String,
-    /// The root is not made yet: it is this base, or this cached snapshot.
-    pending: Option<Pending>,
 }
 
-enum Pending {
-    Base(String),
-    Snapshot(String),
+/// A finished stage that later ones name (`FROM name`, `COPY --from=name`).
+struct Done {
+    layers: Vec<Layer>,
+    config: ImageConfig,
+    owners: Owners,
+    key: String,
+    /// Its tree, for `COPY --from`.
+    view: Tree,
 }
 
-/// Makes a pending root real.
-fn materialize(b: &Build, st: &mut StageState, line: usize) -> Result<()> {
-    match st.pending.take() {
-        None => return Ok(()),
-        Some(Pending::Base(image)) => {
-            let base = b
-                .bases
-                .unpack(&image, &st.root)
-                .map_err(|message| Error::Step {
-                    file: b.file.to_string(),
-                    line,
-                    message,
-                })?;
-            st.owners = Owners::default();
-            for (p, u, g) in base.owners {
-                st.owners.by_path.insert(p, (u, g));
+fn layer_dirs(layers: &[Layer]) -> Vec<PathBuf> {
+    layers.iter().map(|l| l.1.clone()).collect()
+}
+
+fn fresh(b: &Build, what: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    b.work
+        .join(format!("{what}-{}", N.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Mounts the stage's layers over a new upper directory, with the metadata directories and
+/// the WORKDIR made: the writable tree of one step (or of the finished image). Where the
+/// kernel refuses the mount, this and every later tree of the build are copies (`copies`).
+fn mount_upper(b: &Build, st: &StageState, copies: &Cell<bool>) -> Result<(Tree, PathBuf)> {
+    let upper = fresh(b, "upper");
+    let t = std::time::Instant::now();
+    let lowers = layer_dirs(&st.layers);
+    let mut tree = None;
+    if !copies.get() {
+        match Mounted::mount(&lowers, &upper, b.work, b.userns) {
+            Ok(m) => tree = Some(Tree::Mounted(m)),
+            Err(e) => {
+                (b.say)(&format!(
+                    "rsing: warning: {e}; the steps run on copies of the cached layers"
+                ));
+                copies.set(true);
             }
         }
-        Some(Pending::Snapshot(key)) => {
-            st.owners = b
-                .cache
-                .restore(&key, &st.root)
-                .map_err(io("restoring a cached step"))?;
+    }
+    let tree = match tree {
+        Some(tree) => tree,
+        None => {
+            merge_into(&lowers, &upper).map_err(io("copying the build layers"))?;
+            Tree::Copy(upper.clone())
         }
-    }
-    super::metadata::prepare(&st.root)?;
+    };
+    let view = tree.path();
+    super::metadata::prepare(&view)?;
     if !st.config.workdir.is_empty() {
-        std::fs::create_dir_all(in_root(&st.root, &st.config.workdir)).map_err(io("WORKDIR"))?;
+        std::fs::create_dir_all(in_root(&view, &st.config.workdir)).map_err(io("WORKDIR"))?;
     }
+    tracing::info!(elapsed = ?t.elapsed(), layers = st.layers.len(), copy = copies.get(), "made the tree of a step");
+    Ok((tree, upper))
+}
+
+/// Ends a step's tree and keeps its upper directory as the stage's new top layer, moved into
+/// the cache under the step's key when every layer below is cached. A copy is a whole tree:
+/// it becomes the only layer.
+fn push_layer(b: &Build, st: &mut StageState, tree: Tree, upper: PathBuf) {
+    let whole = matches!(tree, Tree::Copy(_));
+    drop(tree);
+    let t = std::time::Instant::now();
+    if whole {
+        st.layers.clear();
+    }
+    let lowers: Option<Vec<String>> = st.layers.iter().map(|l| l.0.clone()).collect();
+    let saved = lowers.and_then(|lk| b.cache.save_layer(&st.key, &upper, &lk, &st.owners, None));
+    tracing::info!(elapsed = ?t.elapsed(), cached = saved.is_some(), "saved the step's layer");
+    st.layers.push(match saved {
+        Some(path) => (Some(st.key.clone()), path),
+        None => (None, upper),
+    });
+}
+
+/// Takes the layers of a cached step, when all are there.
+fn cached(b: &Build, st: &mut StageState) -> bool {
+    let Some((layers, owners)) = b.cache.layers(&st.key) else {
+        return false;
+    };
+    st.layers = layers.into_iter().map(|(k, p)| (Some(k), p)).collect();
+    st.owners = owners;
+    true
+}
+
+/// The bottom layer of a stage: its base image unpacked (or an empty tree for `scratch`),
+/// cached under the FROM key with the image's config.
+fn base_layer(b: &Build, st: &mut StageState, image: &str, line: usize) -> Result<()> {
+    if cached(b, st) {
+        st.config = b
+            .cache
+            .config(&st.key)
+            .map(|c| ImageConfig::from_oci(&c))
+            .unwrap_or_default();
+        return Ok(());
+    }
+    let dir = fresh(b, "base");
+    let mut config = None;
+    if image == "scratch" {
+        std::fs::create_dir(&dir).map_err(io("creating a stage root"))?;
+    } else {
+        let base = b.bases.unpack(image, &dir).map_err(|message| Error::Step {
+            file: b.file.to_string(),
+            line,
+            message,
+        })?;
+        for (p, u, g) in base.owners {
+            st.owners.by_path.insert(p, (u, g));
+        }
+        config = base.config;
+    }
+    st.config = config
+        .as_ref()
+        .map(ImageConfig::from_oci)
+        .unwrap_or_default();
+    let saved = b.cache.save_layer(
+        &st.key,
+        &dir,
+        &[],
+        &st.owners,
+        Some(&config.unwrap_or(Value::Null)),
+    );
+    st.layers = vec![match saved {
+        Some(path) => (Some(st.key.clone()), path),
+        None => (None, dir),
+    }];
     Ok(())
+}
+
+/// A finished stage kept for later ones.
+fn done(b: &Build, st: StageState, copies: &Cell<bool>) -> Result<Done> {
+    let (view, _) = mount_upper(b, &st, copies)?;
+    Ok(Done {
+        layers: st.layers,
+        config: st.config,
+        owners: st.owners,
+        key: st.key,
+        view,
+    })
 }
 
 pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
     let ignore = Ignore::load(b.context);
     let mut global: BTreeMap<String, String> = BTreeMap::new();
     let mut used: std::collections::BTreeSet<String> = Default::default();
-    let mut stages: HashMap<String, (PathBuf, ImageConfig, Owners, String)> = HashMap::new();
+    let mut stages: HashMap<String, Done> = HashMap::new();
     let mut prev_name: Option<String> = None;
     let mut current: Option<StageState> = None;
-    let mut index = 0usize;
+    let copies = Cell::new(std::env::var("RSING_BUILD_LAYERS").is_ok_and(|v| v == "copy"));
     let fail = |line: usize, message: String| Error::Step {
         file: b.file.to_string(),
         line,
@@ -242,50 +353,30 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
         let line = l.line;
         if let Instruction::From { image, name } = &l.instruction {
             let image = expand(image, &|k| global.get(k).cloned());
-            if let Some(mut prev) = current.take() {
-                materialize(b, &mut prev, line)?;
+            if let Some(prev) = current.take() {
                 if let Some(n) = prev_name.take() {
-                    stages.insert(n, (prev.root, prev.config, prev.owners, prev.key));
+                    stages.insert(n, done(b, prev, &copies)?);
                 }
             }
-            let root = b.work.join(format!("stage-{index}"));
-            index += 1;
             (b.say)(&format!("FROM {image}"));
             let args_text = format!("{:?}", b.build_args);
             let mut st = StageState {
-                root,
+                layers: Vec::new(),
                 config: ImageConfig::default(),
                 owners: Owners::default(),
                 args: BTreeMap::new(),
-                key: step_key("", &[b"FROM", image.as_bytes(), args_text.as_bytes()]),
-                pending: None,
+                key: step_key(
+                    "",
+                    &[b"FROM layers", image.as_bytes(), args_text.as_bytes()],
+                ),
             };
-            if image == "scratch" {
-                std::fs::create_dir(&st.root).map_err(io("creating a stage root"))?;
-                super::metadata::prepare(&st.root)?;
-            } else if let Some((earlier, config, o, k)) = stages.get(&image.to_ascii_lowercase()) {
-                copy_tree(earlier, &st.root).map_err(io(format!("copying stage {image}")))?;
-                st.owners = o.clone();
-                st.config = config.clone();
-                st.key = step_key(k, &[b"FROM stage", args_text.as_bytes()]);
-            } else if let (true, Some(config)) = (b.cache.has(&st.key), b.cache.config(&st.key)) {
-                // The base is unpacked only if a step has to run on it.
-                st.config = ImageConfig::from_oci(&config);
-                st.pending = Some(Pending::Base(image.clone()));
+            if let Some(earlier) = stages.get(&image.to_ascii_lowercase()) {
+                st.layers = earlier.layers.clone();
+                st.owners = earlier.owners.clone();
+                st.config = earlier.config.clone();
+                st.key = step_key(&earlier.key, &[b"FROM stage", args_text.as_bytes()]);
             } else {
-                st.pending = Some(Pending::Base(image.clone()));
-                materialize(b, &mut st, line)?;
-                let config = b.bases.config_of(&image);
-                st.config = config
-                    .as_ref()
-                    .map(ImageConfig::from_oci)
-                    .unwrap_or_default();
-                b.cache.save(
-                    &st.key,
-                    None,
-                    &Owners::default(),
-                    Some(&config.unwrap_or(Value::Null)),
-                );
+                base_layer(b, &mut st, &image, line)?;
             }
             prev_name = name.clone();
             current = Some(st);
@@ -345,16 +436,13 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                 }
             }
             Instruction::Workdir(dir) => {
+                // Made in the tree of the next step, or of the image.
                 let dir = expand(dir, &lookup);
                 let dir = if dir.starts_with('/') {
                     dir
                 } else {
                     format!("{}/{dir}", st.config.workdir.trim_end_matches('/'))
                 };
-                if st.pending.is_none() {
-                    std::fs::create_dir_all(in_root(&st.root, &dir))
-                        .map_err(io(format!("WORKDIR {dir}")))?;
-                }
                 st.config.workdir = dir;
             }
             Instruction::User(user) => st.config.user = expand(user, &lookup),
@@ -392,12 +480,11 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                     Command::Shell(s) => s.clone(),
                     Command::Exec(v) => v.join(" "),
                 };
-                if b.cache.has(&st.key) {
+                if cached(b, st) {
                     (b.say)(&format!("RUN {text} (cached)"));
-                    st.pending = Some(Pending::Snapshot(st.key.clone()));
                     continue;
                 }
-                materialize(b, st, line)?;
+                let (m, upper) = mount_upper(b, st, &copies)?;
                 (b.say)(&format!("RUN {text}"));
                 let mut env: Vec<(String, String)> = st.config.env.clone();
                 for (k, v) in &st.args {
@@ -417,15 +504,19 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                 } else {
                     st.config.workdir.clone()
                 };
+                let view = m.path();
                 let step = Step {
-                    root: &st.root,
+                    root: &view,
                     argv: argv(c, &st.config),
                     env,
                     cwd: workdir,
                     userns: b.userns,
+                    mounted: m.mounted(),
                 };
+                let t = std::time::Instant::now();
                 let status =
                     super::stage::run_owned(&step, &mut st.owners).map_err(io("running RUN"))?;
+                tracing::info!(elapsed = ?t.elapsed(), "ran RUN");
                 if status != 0 {
                     return Err(Error::StepFailed {
                         what: format!("RUN {text}"),
@@ -434,31 +525,31 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
                         line,
                     });
                 }
-                b.cache.save(&st.key, Some(&st.root), &st.owners, None);
+                push_layer(b, st, m, upper);
             }
             Instruction::Copy(c) => {
                 let what = if c.add { "ADD" } else { "COPY" };
                 let vars = lookup_owned(&st.config, &st.args);
                 let sources = sources(b, c, &stages, &ignore, &vars).map_err(|m| fail(line, m))?;
                 st.key = step_key(&st.key, &[content_hash(&sources).as_bytes()]);
-                if b.cache.has(&st.key) {
+                if cached(b, st) {
                     (b.say)(&format!(
                         "{what} {} {} (cached)",
                         c.sources.join(" "),
                         c.dest
                     ));
-                    st.pending = Some(Pending::Snapshot(st.key.clone()));
                     continue;
                 }
-                materialize(b, st, line)?;
+                let (m, upper) = mount_upper(b, st, &copies)?;
                 (b.say)(&format!("{what} {} {}", c.sources.join(" "), c.dest));
-                copy(st, c, sources, &vars).map_err(|m| fail(line, m))?;
-                b.cache.save(&st.key, Some(&st.root), &st.owners, None);
+                copy(st, &m.path(), c, sources, &vars).map_err(|m| fail(line, m))?;
+                push_layer(b, st, m, upper);
             }
         }
     }
-    let mut st = current.ok_or_else(|| fail(1, "no FROM instruction".into()))?;
-    materialize(b, &mut st, lines.last().map(|l| l.line).unwrap_or(1))?;
+    let st = current.ok_or_else(|| fail(1, "no FROM instruction".into()))?;
+    drop(stages);
+    let (tree, _) = mount_upper(b, &st, &copies)?;
     let unused_args = b
         .build_args
         .keys()
@@ -466,10 +557,11 @@ pub fn build(b: &Build, lines: &[Line]) -> Result<Built> {
         .cloned()
         .collect();
     Ok(Built {
-        root: st.root,
+        root: tree.path(),
         config: st.config,
         owners: st.owners,
         unused_args,
+        tree,
     })
 }
 
@@ -496,7 +588,7 @@ fn argv(c: &Command, config: &ImageConfig) -> Vec<String> {
 fn sources(
     b: &Build,
     c: &Copy,
-    stages: &HashMap<String, (PathBuf, ImageConfig, Owners, String)>,
+    stages: &HashMap<String, Done>,
     ignore: &Ignore,
     vars: &HashMap<String, String>,
 ) -> std::result::Result<Vec<PathBuf>, String> {
@@ -509,8 +601,8 @@ fn sources(
                 .ok_or(format!(
                     "{what} --from={name}: no earlier stage of that name"
                 ))?
-                .0
-                .clone(),
+                .view
+                .path(),
         ),
         None => None,
     };
@@ -563,6 +655,7 @@ fn sources(
 /// COPY/ADD of `sources` into the stage.
 fn copy(
     st: &mut StageState,
+    root: &Path,
     c: &Copy,
     sources: Vec<PathBuf>,
     vars: &HashMap<String, String>,
@@ -583,7 +676,7 @@ fn copy(
         )
     };
     let into_dir = dest.ends_with('/') || sources.len() > 1;
-    let target = in_root(&st.root, &dest);
+    let target = in_root(root, &dest);
     let mut made: Vec<PathBuf> = Vec::new();
     for src in &sources {
         let is_dir = std::fs::symlink_metadata(src)
@@ -607,14 +700,14 @@ fn copy(
         made.push(to);
     }
     if let Some(chown) = &c.chown {
-        let (uid, gid) = ids(&st.root, chown).ok_or(format!(
+        let (uid, gid) = ids(root, chown).ok_or(format!(
             "{what} --chown={chown}: unknown user or group in the image"
         ))?;
         for path in made {
             let mut paths = vec![path.clone()];
             collect(&path, &mut paths);
             for p in paths {
-                if let Ok(rel) = p.strip_prefix(&st.root) {
+                if let Ok(rel) = p.strip_prefix(root) {
                     st.owners
                         .by_path
                         .insert(format!("/{}", rel.display()), (uid, gid));

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod dockerfile;
 pub mod download;
 pub mod glob;
+pub mod layers;
 pub mod metadata;
 pub mod owners;
 pub mod runner;

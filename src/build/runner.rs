@@ -43,6 +43,9 @@ pub struct Step<'a> {
     pub cwd: String,
     /// Which ids the step gets ([`super::userns`]).
     pub userns: &'a super::userns::Userns,
+    /// The layers `root` is a view of: the step joins their holder's namespaces and runs
+    /// in the mount itself ([`super::layers`]).
+    pub mounted: Option<&'a super::layers::Mounted>,
 }
 
 /// Exit status of a step child that could not start the command.
@@ -82,7 +85,7 @@ pub fn run(step: &Step, owners: &mut InodeOwners) -> io::Result<i32> {
     drop(child_sock);
     let listener = receive_fd(parent_sock.as_raw_fd());
     if let Some(listener) = listener {
-        supervise(&listener, pid, step.root, &root_fd, owners);
+        supervise(&listener, pid, &prepared.root, &root_fd, owners);
     }
     loop {
         match nix::sys::wait::waitpid(pid, None) {
@@ -97,7 +100,11 @@ pub fn run(step: &Step, owners: &mut InodeOwners) -> io::Result<i32> {
 
 /// Everything the child needs, allocated before the fork.
 pub(super) struct Prepared {
+    /// The root as the step sees it (a mount point in the layers' namespace when joined).
     pub(super) root: PathBuf,
+    /// The user and mount namespaces of the layers' holder, to join instead of making new
+    /// ones.
+    pub(super) join: Option<(OwnedFd, OwnedFd)>,
     pub(super) argv: Vec<CString>,
     pub(super) env: Vec<CString>,
     cwd: CString,
@@ -111,8 +118,22 @@ impl Prepared {
         if step.argv.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
         }
+        let join = match step.mounted {
+            Some(m) => {
+                let ns = |kind: &str| -> io::Result<OwnedFd> {
+                    let f = std::fs::File::open(format!("/proc/{}/ns/{kind}", m.holder()))?;
+                    Ok(OwnedFd::from(f))
+                };
+                Some((ns("user")?, ns("mnt")?))
+            }
+            None => None,
+        };
         Ok(Prepared {
-            root: step.root.to_path_buf(),
+            root: step
+                .mounted
+                .map(|m| m.mountpoint().to_path_buf())
+                .unwrap_or_else(|| step.root.to_path_buf()),
+            join,
             argv: step.argv.iter().map(|a| c(a)).collect::<io::Result<_>>()?,
             env: step
                 .env
@@ -128,17 +149,26 @@ impl Prepared {
 fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
     use nix::sched::{unshare, CloneFlags};
     let step = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+    if let Some((user, mnt)) = &p.join {
+        if let Err(e) = join(user, mnt) {
+            return step("cannot enter the namespaces of the build layers", &e);
+        }
+    } else if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
         return step(
             "cannot create a user namespace (unprivileged user namespaces disabled?)",
             &e,
         );
     }
-    for (file, text) in [
-        ("/proc/self/setgroups", "deny".to_string()),
-        ("/proc/self/uid_map", format!("0 {uid} 1")),
-        ("/proc/self/gid_map", format!("0 {gid} 1")),
-    ] {
+    let maps = if p.join.is_some() {
+        &[][..]
+    } else {
+        &[
+            ("/proc/self/setgroups", "deny".to_string()),
+            ("/proc/self/uid_map", format!("0 {uid} 1")),
+            ("/proc/self/gid_map", format!("0 {gid} 1")),
+        ][..]
+    };
+    for (file, text) in maps {
         if let Err(e) = std::fs::write(file, text) {
             return step(&format!("writing {file}"), &e);
         }
@@ -165,6 +195,15 @@ fn child(p: &Prepared, uid: u32, gid: u32, sock: RawFd) -> String {
     let program = resolve(&p.argv[0], &p.env);
     let e = nix::unistd::execve(&program, &p.argv, &p.env).unwrap_err();
     step(&format!("cannot run {:?}", p.argv[0]), &e)
+}
+
+/// Joins the user and mount namespaces of a layers holder, then makes a mount namespace of
+/// the step's own (its binds stay out of the holder's).
+pub(super) fn join(user: &OwnedFd, mnt: &OwnedFd) -> nix::Result<()> {
+    use nix::sched::{setns, unshare, CloneFlags};
+    setns(user, CloneFlags::CLONE_NEWUSER)?;
+    setns(mnt, CloneFlags::CLONE_NEWNS)?;
+    unshare(CloneFlags::CLONE_NEWNS)
 }
 
 /// In the caller's own (already unshared) mount namespace: the host's `/dev`, `/proc`, `/sys`, resolv.conf

@@ -106,6 +106,7 @@ pub fn run_test(
         env: base_env(),
         cwd: "/".into(),
         userns,
+        mounted: None,
     };
     // Changes %test makes to ownership are not kept: the image is packed with `owners`.
     let status = run_owned(&step, &mut owners.clone()).map_err(io("running %test"))?;
@@ -275,6 +276,7 @@ fn run_script(
         env: base_env(),
         cwd: cwd.to_string(),
         userns: dirs.userns,
+        mounted: None,
     };
     let result = run_owned(&step, owners);
     let status = result.map_err(io(format!("running {what}")))?;

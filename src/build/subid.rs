@@ -59,7 +59,12 @@ pub fn run(step: &Step, map: &SubidMap, owners: &mut Owners) -> io::Result<i32> 
         return wait(pid);
     }
     let mut go = std::fs::File::from(go_w);
-    if let Err(e) = write_maps(pid.as_raw(), map) {
+    let maps = if prepared.join.is_some() {
+        Ok(())
+    } else {
+        write_maps(pid.as_raw(), map)
+    };
+    if let Err(e) = maps {
         drop(go);
         let _ = wait(pid);
         return Err(e);
@@ -90,7 +95,7 @@ fn wait(pid: nix::unistd::Pid) -> io::Result<i32> {
 }
 
 /// `newuidmap PID 0 UID 1 1 FIRST COUNT` and the same for groups.
-fn write_maps(pid: i32, map: &SubidMap) -> io::Result<()> {
+pub(super) fn write_maps(pid: i32, map: &SubidMap) -> io::Result<()> {
     for (tool, own, (first, count)) in [
         (&map.newuidmap, map.uid, map.uids),
         (&map.newgidmap, map.gid, map.gids),
@@ -132,8 +137,14 @@ fn holder(
     go: OwnedFd,
     record: OwnedFd,
 ) -> i32 {
-    use nix::sched::{unshare, CloneFlags};
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+    use nix::sched::{setns, unshare, CloneFlags};
+    // Over build layers, the holder's namespace already has the maps: join it and its mount.
+    let entered = match &p.join {
+        Some((user, mnt)) => setns(user, CloneFlags::CLONE_NEWUSER)
+            .and_then(|()| setns(mnt, CloneFlags::CLONE_NEWNS)),
+        None => unshare(CloneFlags::CLONE_NEWUSER),
+    };
+    if let Err(e) = entered {
         eprintln!("rsing: error: build step: cannot create a user namespace: {e}");
         return SETUP_FAILED;
     }

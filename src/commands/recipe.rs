@@ -440,11 +440,15 @@ pub fn build_dockerfile(args: &BuildArgs, progress: &Arc<Progress>) -> anyhow::R
         let owners = &built.owners;
         let owner =
             |path: &[u8], _: &std::fs::Metadata| owners.owner(&String::from_utf8_lossy(path));
+        let t = std::time::Instant::now();
         crate::convert::dir_to_sif_owned(&built.root, out.file(), &options, oci, &owner)
             .with_context(|| format!("packing {}", args.target.display()))?;
+        tracing::info!(elapsed = ?t.elapsed(), "packed the image");
         out.commit()
             .with_context(|| format!("cannot write {}", args.target.display()))?;
     }
+    // Unmounted before the staging directory (its layers) goes.
+    drop(built);
     drop(staging);
     progress.clear();
     progress.say(&format!("wrote {}", args.target.display()));
