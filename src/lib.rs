@@ -47,6 +47,7 @@ pub mod lazy;
 pub mod oci;
 pub mod registry;
 pub mod runtime;
+pub mod seccomp;
 pub mod sif;
 pub mod siteconf;
 pub mod squashfs;

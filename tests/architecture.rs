@@ -21,14 +21,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("lazy", &["registry", "oci", "squashfs", "sif"]),
-    ("build", &["convert", "contract"]),
+    ("build", &["convert", "contract", "seccomp"]),
     ("convert", &["oci", "squashfs", "sif", "contract", "civil"]),
     ("registry", &["oci"]),
     ("oci", &[]),
     ("cache", &[]),
     ("gpu", &[]),
     ("image", &["sif", "contract"]),
-    ("runtime", &["tree", "fuse", "squashfs", "contract"]),
+    ("runtime", &["tree", "fuse", "squashfs", "contract", "seccomp"]),
     ("tree", &["squashfs"]),
     ("fuse", &["squashfs"]),
     // `civil` only in the writer's tests (listing dates).
@@ -36,6 +36,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sif", &[]),
     // Dates: a leaf that `build.rs` includes by path, so it names nothing.
     ("civil", &[]),
+    // The fake-root seccomp filter: raw BPF, names nothing.
+    ("seccomp", &[]),
     // Site configuration: a leaf for launch policy; only `runtime::binds` (bind-spec syntax).
     ("siteconf", &["runtime"]),
     // The Apptainer image contract: names and types only, over `sif`'s data types.

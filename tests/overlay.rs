@@ -655,3 +655,41 @@ fn ext3_image_is_sealed_like_a_directory() {
         .assert_error_naming("junk.img");
     assert!(!bad.exists());
 }
+
+/// `--fakeroot --overlay DIR` (no subid ranges: the seccomp fake root) lets `apt-get install`
+/// put a real Debian package into the overlay: apt's drop to `_apt`, dpkg's chowns and
+/// setgroups succeed as fakes. The package is there in the next run, not in the image.
+#[test]
+fn fakeroot_overlay_takes_an_apt_get_install() {
+    let t = TestEnv::new();
+    let debian = crate::recipe::DEBIAN;
+    if !Path::new(debian).join("index.json").exists() {
+        crate::util::missing(&format!("{debian} (made by tests/services/debian-base.sh)"));
+        return;
+    }
+    let img = t.dir.join("debian.sif");
+    crate::recipe::build(&t)
+        .arg("-q")
+        .arg(&img)
+        .arg(format!("oci:{debian}:bookworm"))
+        .stdout_str();
+    let before = sha256_file(&img);
+    let d = t.dir.join("ov");
+    std::fs::create_dir(&d).unwrap();
+    let fakeroot = ["--fakeroot", "--overlay", &ov(&d)];
+    // The fakes: a chown to an id the namespace does not map succeeds (and changes nothing).
+    let script = "chown 1234:1234 /etc/hostname && echo faked; stat -c %u /etc/hostname";
+    assert_eq!(t.sh_with(fakeroot, &img, script), "faked\n0");
+    let install = "apt-get update -q >/dev/null && \
+                   apt-get install -y -q --no-install-recommends hello >/dev/null && echo done";
+    let out = t
+        .exec_with(fakeroot, &img, ["/bin/sh", "-c", install])
+        .timeout(std::time::Duration::from_secs(600))
+        .stdout_str();
+    assert_eq!(out, "done");
+    // As the user, in the next run: the package is in the overlay.
+    let o = ["--overlay", &ov(&d)];
+    assert_eq!(t.sh_with(o, &img, "hello"), "Hello, world!");
+    assert_eq!(t.sh(&img, "command -v hello || echo absent"), "absent");
+    assert_eq!(sha256_file(&img), before, "the image file changed");
+}

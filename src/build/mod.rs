@@ -1,7 +1,7 @@
 //! Building images from recipes, as the unprivileged user: Apptainer definition files
 //! ([`deffile`]) today. A stage's base is unpacked into a staging directory by the caller
 //! (`commands::recipe`); this module runs the recipe's steps on it ([`runner`], with the
-//! [`seccomp`] fakes and the [`owners`] record), writes `/.singularity.d` ([`metadata`]), and
+//! [`crate::seccomp`] fakes and the [`owners`] record), writes `/.singularity.d` ([`metadata`]), and
 //! hands the tree back to be packed into SquashFS/SIF with the recorded ownership.
 
 pub mod cache;
@@ -15,7 +15,6 @@ pub mod layers;
 pub mod metadata;
 pub mod owners;
 pub mod runner;
-pub mod seccomp;
 mod stage;
 pub mod subid;
 pub mod userns;

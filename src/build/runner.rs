@@ -29,7 +29,7 @@ use nix::sys::socket::{
 };
 
 use super::owners::InodeOwners;
-use super::seccomp;
+use crate::seccomp;
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -280,6 +280,12 @@ pub(super) fn exec_launch(path: &Path, launch: &super::environ::Launch) -> std::
     unsafe {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     }
+    // `--fakeroot` without subid ranges: package managers' identity and chown calls succeed
+    // (doing nothing) instead of failing, so `apt-get install` works in an overlay. A filter
+    // that cannot be loaded leaves the calls failing as they would anyway.
+    if crate::seccomp::is_one_id_root() {
+        let _ = crate::seccomp::install_fake_root();
+    }
     process::reset_signals();
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe {

@@ -9,7 +9,7 @@ use super::{place, MountOp, Options};
 use crate::runtime::error::Error;
 use crate::runtime::host::HostFacts;
 use crate::runtime::identity::{self, Identity};
-use crate::tree::{self, Tree};
+use crate::tree::{self, NodeKind, Tree};
 
 /// The wanted mounts (in mount order), the generated files, the working directory.
 pub(super) struct Wanted {
@@ -22,6 +22,9 @@ const HOST_ETC_FILES: [&str; 3] = ["/etc/resolv.conf", "/etc/hosts", "/etc/local
 
 /// The mounts and generated files of a container, in mount order, destinations as given, and
 /// the working directory.
+/// Where apt reads its configuration parts.
+const APT_CONF_DIR: &[u8] = b"/etc/apt/apt.conf.d";
+
 pub(super) fn wanted(
     options: &Options,
     host: &HostFacts,
@@ -159,7 +162,7 @@ pub(super) fn wanted(
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
-    let files = vec![
+    let mut files = vec![
         (
             "passwd".to_string(),
             identity::passwd(&image_text(b"/etc/passwd"), &who).into_bytes(),
@@ -169,6 +172,18 @@ pub(super) fn wanted(
             identity::group(&image_text(b"/etc/group"), &who).into_bytes(),
         ),
     ];
+    // `--fakeroot` (one id, seccomp fakes): apt drops to `_apt` and checks that it worked,
+    // which the fakes cannot make true, so apt stays root, as in a build (`build::stage`).
+    if options.fakeroot && matches!(tree.lstat(APT_CONF_DIR), Ok(Some(NodeKind::Dir))) {
+        files.push((
+            "apt-fakeroot".to_string(),
+            b"APT::Sandbox::User \"root\";\n".to_vec(),
+        ));
+        wanted.push(MountOp::Generated {
+            name: "apt-fakeroot".into(),
+            dst: [APT_CONF_DIR, b"/00rsing-fakeroot"].concat(),
+        });
+    }
     wanted.push(MountOp::Generated {
         name: "passwd".into(),
         dst: b"/etc/passwd".to_vec(),

@@ -1,14 +1,16 @@
-//! The seccomp filter of a build step: identity and ownership calls succeed without doing
-//! anything, as Charliecloud's `--force=seccomp` does, so package managers run as "root" in a
-//! user namespace that maps only the caller's own uid and gid (no subuid ranges).
+//! The fake-root seccomp filter: identity and ownership calls succeed without doing anything,
+//! as Charliecloud's `--force=seccomp` does, so package managers run as "root" in a user
+//! namespace that maps only the caller's own uid and gid (no subuid ranges). A leaf module:
+//! build steps ([`install`], owners recorded) and `exec --fakeroot` ([`install_fake_root`],
+//! owners dropped: an overlay or sandbox keeps the caller's ids) both use it.
 //!
 //! * `setuid` … `setgroups`, `setfsuid`/`setfsgid`: answered 0 by the kernel (RET_ERRNO 0).
 //! * `mknod`/`mknodat` of a block or character device: answered 0 (the node is not made; a
 //!   build has no business with device nodes). Regular files, FIFOs and sockets go to the
 //!   kernel, which makes them unprivileged.
-//! * `chown` family: sent to the supervisor (RET_USER_NOTIF), which records the ownership the
-//!   step asked for and answers 0 ([`super::runner`]); the recorded owners are written into
-//!   the SquashFS.
+//! * `chown` family: in a build, sent to the supervisor (RET_USER_NOTIF), which records the
+//!   ownership the step asked for and answers 0 (`build::runner`); the recorded owners are
+//!   written into the SquashFS. At run time answered 0 by the kernel.
 //!
 //! Only the native ABI is filtered; 32-bit (i386/x32) calls reach the kernel unchanged.
 
@@ -84,8 +86,21 @@ fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
+/// What the `chown` family gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chown {
+    /// A user notification: the build's supervisor records the owner, then answers 0.
+    Notify,
+    /// 0 from the kernel: nothing records the owner (run time).
+    Succeed,
+}
+
 /// The BPF program.
-pub fn program() -> Vec<libc::sock_filter> {
+pub fn program(chown: Chown) -> Vec<libc::sock_filter> {
+    let chown_answer = match chown {
+        Chown::Notify => RET_USER_NOTIF,
+        Chown::Succeed => RET_ERRNO_0,
+    };
     let mut p = vec![
         stmt(LD_W_ABS, 4), // seccomp_data.arch
         jeq(ARCH, 1, 0),
@@ -98,7 +113,7 @@ pub fn program() -> Vec<libc::sock_filter> {
     }
     for nr in chown_calls() {
         p.push(jeq(nr as u32, 0, 1));
-        p.push(stmt(RET_K, RET_USER_NOTIF));
+        p.push(stmt(RET_K, chown_answer));
     }
     for (nr, arg) in mknod_calls() {
         // if nr matches: A = low word of args[arg] & S_IFMT; device → 0; else allow.
@@ -117,28 +132,60 @@ pub fn program() -> Vec<libc::sock_filter> {
     p
 }
 
-/// Installs the filter on the calling thread and returns the notification listener. Needs
-/// CAP_SYS_ADMIN in the current user namespace (a build step has it) or no_new_privs.
+/// Installs the build's filter on the calling thread and returns the notification listener.
+/// Needs CAP_SYS_ADMIN in the current user namespace (a build step has it) or no_new_privs.
 pub fn install() -> io::Result<OwnedFd> {
-    let filter = program();
+    let fd = load(&program(Chown::Notify), FLAG_NEW_LISTENER)?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Installs the run-time filter (`exec --fakeroot` in a one-id user namespace) on the calling
+/// thread, so that `apt-get`, `dpkg` and `useradd` work in an overlay or sandbox. Call it after
+/// no_new_privs, just before execve: it is inherited by the command and all it starts.
+pub fn install_fake_root() -> io::Result<()> {
+    load(&program(Chown::Succeed), 0).map(|_| ())
+}
+
+/// seccomp(SECCOMP_SET_MODE_FILTER, flags, program): the kernel copies the program.
+fn load(filter: &[libc::sock_filter], flags: libc::c_ulong) -> io::Result<i32> {
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_ptr() as *mut libc::sock_filter,
     };
     // SAFETY: `prog` points at `filter`, alive for the call; the kernel copies it.
-    let fd = unsafe {
+    let r = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            FLAG_NEW_LISTENER,
+            flags,
             &prog as *const libc::sock_fprog,
         )
     };
-    if fd < 0 {
+    if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    Ok(r as i32)
+}
+
+/// True when the caller is uid 0 in a user namespace that maps one uid only (`--fakeroot`
+/// without subid ranges): identity calls cannot succeed there, so faking them changes no
+/// real outcome. Reads `/proc/self/uid_map`; false where it cannot be read.
+pub fn is_one_id_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => one_id_map(&map),
+        Err(_) => false,
+    }
+}
+
+/// A uid_map of one line whose range is one id.
+fn one_id_map(map: &str) -> bool {
+    let lines: Vec<&str> = map.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines.len() == 1 && lines[0].split_whitespace().nth(2) == Some("1")
 }
 
 /// `struct seccomp_data`.
@@ -207,12 +254,29 @@ mod tests {
 
     #[test]
     fn program_ends_in_allow_and_jumps_stay_inside() {
-        let p = super::program();
-        assert_eq!(p.last().unwrap().k, super::RET_ALLOW);
-        for (i, ins) in p.iter().enumerate() {
-            if ins.code & 0x07 == libc::BPF_JMP as u16 {
-                assert!(i + 1 + (ins.jt.max(ins.jf) as usize) < p.len());
+        for chown in [super::Chown::Notify, super::Chown::Succeed] {
+            let p = super::program(chown);
+            assert_eq!(p.last().unwrap().k, super::RET_ALLOW);
+            for (i, ins) in p.iter().enumerate() {
+                if ins.code & 0x07 == libc::BPF_JMP as u16 {
+                    assert!(i + 1 + (ins.jt.max(ins.jf) as usize) < p.len());
+                }
             }
         }
+    }
+
+    #[test]
+    fn only_run_time_programs_answer_chown_without_notifying() {
+        let notifies = |c| super::program(c).iter().any(|i| i.k == super::RET_USER_NOTIF);
+        assert!(notifies(super::Chown::Notify));
+        assert!(!notifies(super::Chown::Succeed));
+    }
+
+    #[test]
+    fn one_id_maps_are_told_from_ranges() {
+        assert!(super::one_id_map("         0       1001          1\n"));
+        assert!(!super::one_id_map("0 1001 1\n1 100000 65536\n"));
+        assert!(!super::one_id_map("0 0 4294967295\n"));
+        assert!(!super::one_id_map(""));
     }
 }
