@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
-    KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    KernelConfig, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyXattr, Request,
 };
 
 use super::report::FailureReport;
@@ -153,9 +153,12 @@ fn negative_attr() -> FileAttr {
 
 impl Filesystem for SquashFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // No FUSE_DO_READDIRPLUS: READDIRPLUS makes the kernel build an inode and a dentry for
+        // every entry listed, and the server decode every entry's inode, which costs more than
+        // the LOOKUPs it spares: a first `find /usr` (9,067 entries, 982 directories) took
+        // 172 ms with it and 110 ms without (medians of 15; docs/performance.md, issue 16), and
+        // `import numpy` was no slower without it.
         for flag in [
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ASYNC_READ,
@@ -278,47 +281,6 @@ impl Filesystem for SquashFs {
                 i as u64 + 3,
                 file_type(entry.kind),
                 OsStr::from_bytes(&entry.name),
-            ) {
-                break;
-            }
-        }
-        reply.ok();
-    }
-
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
-        let list = match self.listing(ino) {
-            Ok(l) => l,
-            Err(e) => return reply.error(e),
-        };
-        let dir = match self.inode(ino) {
-            Ok(d) => self.attr(&d),
-            Err(e) => return reply.error(e),
-        };
-        for (i, name) in [".", ".."].iter().enumerate().skip(offset as usize) {
-            if reply.add(ino, i as u64 + 1, name, &TTL, &dir, Generation(0)) {
-                return reply.ok();
-            }
-        }
-        let start = (offset as usize).saturating_sub(2);
-        for (i, entry) in list.iter().enumerate().skip(start) {
-            let attr = match self.archive.inode(entry.inode_ref) {
-                Ok(inode) => self.attr(&inode),
-                Err(e) => return reply.error(self.failed(entry.inode_ref, e)),
-            };
-            if reply.add(
-                attr.ino,
-                i as u64 + 3,
-                OsStr::from_bytes(&entry.name),
-                &TTL,
-                &attr,
-                Generation(0),
             ) {
                 break;
             }
