@@ -267,7 +267,11 @@ mod tests {
 
     #[test]
     fn only_run_time_programs_answer_chown_without_notifying() {
-        let notifies = |c| super::program(c).iter().any(|i| i.k == super::RET_USER_NOTIF);
+        let notifies = |c| {
+            super::program(c)
+                .iter()
+                .any(|i| i.k == super::RET_USER_NOTIF)
+        };
         assert!(notifies(super::Chown::Notify));
         assert!(!notifies(super::Chown::Succeed));
     }

@@ -28,7 +28,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("cache", &[]),
     ("gpu", &[]),
     ("image", &["sif", "contract"]),
-    ("runtime", &["tree", "fuse", "squashfs", "contract", "seccomp"]),
+    (
+        "runtime",
+        &["tree", "fuse", "squashfs", "contract", "seccomp"],
+    ),
     ("tree", &["squashfs"]),
     ("fuse", &["squashfs"]),
     // `civil` only in the writer's tests (listing dates).
