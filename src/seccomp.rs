@@ -5,9 +5,10 @@
 //! owners dropped: an overlay or sandbox keeps the caller's ids) both use it.
 //!
 //! * `setuid` … `setgroups`, `setfsuid`/`setfsgid`: answered 0 by the kernel (RET_ERRNO 0).
-//! * `mknod`/`mknodat` of a block or character device: answered 0 (the node is not made; a
-//!   build has no business with device nodes). Regular files, FIFOs and sockets go to the
-//!   kernel, which makes them unprivileged.
+//! * `mknod`/`mknodat` of a block or character device, in a build only: answered 0 (the node
+//!   is not made; a build has no business with device nodes). Regular files, FIFOs and sockets
+//!   go to the kernel, which makes them unprivileged. At run time device nodes are left to the
+//!   kernel, which refuses them: a container must not appear to have made one.
 //! * `chown` family: in a build, sent to the supervisor (RET_USER_NOTIF), which records the
 //!   ownership the step asked for and answers 0 (`build::runner`); the recorded owners are
 //!   written into the SquashFS. At run time answered 0 by the kernel.
@@ -86,7 +87,8 @@ fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
-/// What the `chown` family gets.
+/// What the `chown` family gets, and so which program: a build's (`Notify`, device `mknod`
+/// faked too) or the run time's (`Succeed`, device `mknod` refused by the kernel).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chown {
     /// A user notification: the build's supervisor records the owner, then answers 0.
@@ -115,7 +117,8 @@ pub fn program(chown: Chown) -> Vec<libc::sock_filter> {
         p.push(jeq(nr as u32, 0, 1));
         p.push(stmt(RET_K, chown_answer));
     }
-    for (nr, arg) in mknod_calls() {
+    let fake_mknod = chown == Chown::Notify;
+    for (nr, arg) in mknod_calls().into_iter().filter(|_| fake_mknod) {
         // if nr matches: A = low word of args[arg] & S_IFMT; device → 0; else allow.
         p.push(jeq(nr as u32, 0, 6));
         p.push(stmt(LD_W_ABS, 16 + 8 * arg));
@@ -274,6 +277,12 @@ mod tests {
         };
         assert!(notifies(super::Chown::Notify));
         assert!(!notifies(super::Chown::Succeed));
+    }
+
+    #[test]
+    fn only_build_programs_fake_device_nodes() {
+        let len = |c| super::program(c).len();
+        assert!(len(super::Chown::Notify) > len(super::Chown::Succeed));
     }
 
     #[test]
