@@ -141,7 +141,7 @@ fn http_client() -> Result<(tokio::runtime::Runtime, reqwest::Client), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    let client = reqwest::Client::builder()
+    let client = registry::roots::reqwest_builder(reqwest::Client::builder())
         .user_agent(concat!("rsing/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))
         .build()

@@ -257,11 +257,12 @@ impl Registry {
             connect_timeout: Some(Duration::from_secs(30)),
             read_timeout: Some(Duration::from_secs(120)),
             user_agent: USER_AGENT,
+            tls_certs_only: super::roots::oci_client(),
             ..Default::default()
         };
         let client = oci_client::Client::try_from(config)
             .map_err(|e| Error::Setup(format!("HTTP client for {registry}: {e}")))?;
-        let http = reqwest::Client::builder()
+        let http = super::roots::reqwest_builder(reqwest::Client::builder())
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
             .user_agent(USER_AGENT)

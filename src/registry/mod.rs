@@ -20,6 +20,7 @@ mod errors;
 mod fetch;
 mod manifest;
 mod reference;
+pub mod roots;
 mod speed;
 #[cfg(test)]
 mod tests;
