@@ -155,14 +155,7 @@ impl StepCache {
                 serde_json::to_vec(lowers).unwrap_or_default(),
             )
             .is_ok()
-            && config.is_none_or(|c| {
-                std::fs::write(
-                    tmp.join("config.json"),
-                    serde_json::to_vec(c).unwrap_or_default(),
-                )
-                .is_ok()
-            })
-            && owners.save(&tmp.join("owners.json")).is_ok()
+            && write_meta(&tmp, config, owners)
             && std::fs::rename(layer, tmp.join("layer")).is_ok();
         if ok && std::fs::rename(&tmp, dir.join(key)).is_ok() {
             return Some(dir.join(key).join("layer"));
@@ -189,17 +182,21 @@ impl StepCache {
         let tmp = dir.join(format!(".tmp-{key}-{}", std::process::id()));
         let ok = std::fs::create_dir(&tmp).is_ok()
             && root.is_none_or(|r| copy_tree(r, &tmp.join("root")).is_ok())
-            && config.is_none_or(|c| {
-                std::fs::write(
-                    tmp.join("config.json"),
-                    serde_json::to_vec(c).unwrap_or_default(),
-                )
-                .is_ok()
-            })
-            && owners.save(&tmp.join("owners.json")).is_ok()
+            && write_meta(&tmp, config, owners)
             && std::fs::rename(&tmp, dir.join(key)).is_ok();
         if !ok {
             remove_tree(&tmp);
         }
     }
+}
+
+/// Writes an entry's image config (where there is one) and ownership record into `tmp`.
+fn write_meta(tmp: &Path, config: Option<&serde_json::Value>, owners: &Owners) -> bool {
+    config.is_none_or(|c| {
+        std::fs::write(
+            tmp.join("config.json"),
+            serde_json::to_vec(c).unwrap_or_default(),
+        )
+        .is_ok()
+    }) && owners.save(&tmp.join("owners.json")).is_ok()
 }

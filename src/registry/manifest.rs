@@ -113,6 +113,29 @@ async fn authz(conn: &Conn, oref: &oci_client::Reference, fresh: bool) -> Result
     Ok(a)
 }
 
+/// Sends the request `make` builds, authorized for `oref`; after a 401 answered to a cached
+/// token (an expired one), once more with a fresh token.
+async fn send_authorized(
+    conn: &Conn,
+    oref: &oci_client::Reference,
+    make: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, OciError> {
+    let mut fresh = false;
+    loop {
+        let request = match authz(conn, oref, fresh).await? {
+            Authz::Anonymous => make(),
+            Authz::Bearer(token) => make().bearer_auth(token),
+            Authz::Basic(user, password) => make().basic_auth(user, Some(password)),
+        };
+        let res = request.send().await?;
+        if res.status() == StatusCode::UNAUTHORIZED && !fresh {
+            fresh = true;
+            continue;
+        }
+        return Ok(res);
+    }
+}
+
 /// One GET of `oref`'s manifest accepting `accept`, read up to [`oci::MAX_JSON_SIZE`]. Checks
 /// a `Docker-Content-Digest` header against the body, as `oci-client` does.
 pub(crate) async fn get(
@@ -121,25 +144,12 @@ pub(crate) async fn get(
     accept: &[&str],
 ) -> Result<Vec<u8>, GetError> {
     let url = url(conn, oref);
-    let mut fresh = false;
-    let mut res = loop {
-        let request = conn
-            .http
+    let mut res = send_authorized(conn, oref, || {
+        conn.http
             .get(&url)
-            .header(reqwest::header::ACCEPT, accept.join(", "));
-        let request = match authz(conn, oref, fresh).await? {
-            Authz::Anonymous => request,
-            Authz::Bearer(token) => request.bearer_auth(token),
-            Authz::Basic(user, password) => request.basic_auth(user, Some(password)),
-        };
-        let res = request.send().await?;
-        if res.status() == StatusCode::UNAUTHORIZED && !fresh {
-            // An expired token: ask for a new one, once.
-            fresh = true;
-            continue;
-        }
-        break res;
-    };
+            .header(reqwest::header::ACCEPT, accept.join(", "))
+    })
+    .await?;
     let status = res.status();
     if status != StatusCode::OK {
         let body = read_bounded(&mut res, ERROR_BODY_LIMIT).await?.0;
@@ -190,21 +200,10 @@ pub(crate) async fn get_range(
         oref.repository()
     );
     let range = format!("bytes={offset}-{}", offset + len.max(1) - 1);
-    let mut fresh = false;
-    let mut res = loop {
-        let request = conn.http.get(&url).header(reqwest::header::RANGE, &range);
-        let request = match authz(conn, oref, fresh).await? {
-            Authz::Anonymous => request,
-            Authz::Bearer(token) => request.bearer_auth(token),
-            Authz::Basic(user, password) => request.basic_auth(user, Some(password)),
-        };
-        let res = request.send().await?;
-        if res.status() == StatusCode::UNAUTHORIZED && !fresh {
-            fresh = true;
-            continue;
-        }
-        break res;
-    };
+    let mut res = send_authorized(conn, oref, || {
+        conn.http.get(&url).header(reqwest::header::RANGE, &range)
+    })
+    .await?;
     let status = res.status();
     let skip = match status {
         StatusCode::PARTIAL_CONTENT => 0,
