@@ -25,6 +25,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::subid::wait;
 use super::userns::Userns;
 
 /// An overlay mount held by a holder process; unmounted (the holder exits) on drop.
@@ -247,17 +248,6 @@ fn escape(p: &Path) -> String {
         out.push(c);
     }
     out
-}
-
-fn wait(pid: nix::unistd::Pid) -> io::Result<i32> {
-    loop {
-        match nix::sys::wait::waitpid(pid, None) {
-            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
-            Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// Forks the holder and waits until its overlay is mounted; returns its id and the pipe

@@ -83,7 +83,8 @@ pub fn run(step: &Step, map: &SubidMap, owners: &mut Owners) -> io::Result<i32> 
     Ok(status)
 }
 
-fn wait(pid: nix::unistd::Pid) -> io::Result<i32> {
+/// waitpid until `pid` ends: its exit code, or 128 + the signal that killed it.
+pub(super) fn wait(pid: nix::unistd::Pid) -> io::Result<i32> {
     loop {
         match nix::sys::wait::waitpid(pid, None) {
             Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),

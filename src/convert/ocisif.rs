@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use super::{sif_out, ConvertOptions, Error, ImageSummary, Observer, Result};
 use crate::contract::sif_objects;
 use crate::oci::{Digest, ResolvedImage, SQUASHFS_LAYER};
-use crate::sif::{FsType, Object, ObjectSource, PartType, SifFile, SifWriter};
+use crate::sif::{FsType, SifFile};
 
 /// The manifest media type of every OCI-SIF push.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -256,25 +256,8 @@ pub fn squashfs_image_to_sif(
         inspect: sif_out::inspect_metadata(&facts, &options.deffile),
     };
     let arch = sif_out::arch_of(image.config.architecture().to_string().as_str());
-    let plan = || {
-        let mut sif = SifWriter::new(sif_out::sif_options(options));
-        for (object, data) in [
-            (sif_objects::DEFFILE, &objects.deffile),
-            (sif_objects::INSPECT_METADATA, &objects.inspect),
-            (sif_objects::OCI_CONFIG, &objects.oci_config),
-        ] {
-            if !data.is_empty() {
-                sif.add_object(Object::bytes(object.data_type, object.name, data.clone()));
-            }
-        }
-        sif.add_object(Object::partition(
-            FsType::Squashfs,
-            PartType::PrimSys,
-            arch,
-            ObjectSource::InPlace { len: layer.size },
-        ));
-        sif
-    };
+    let sif_options = sif_out::sif_options(options);
+    let plan = || sif_out::sif_layout(&sif_options, &objects, arch, layer.size);
     let (_, descriptors) = plan().plan()?;
     let partition_offset = descriptors.last().map(|d| d.offset).unwrap_or_default();
     out.seek(SeekFrom::Start(partition_offset))?;

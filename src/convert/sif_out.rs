@@ -59,26 +59,7 @@ pub fn write(
 ) -> Result<ImageSummary> {
     let arch = arch_of(go_arch);
     let sif_options = sif_options(options);
-    let plan = |len: u64| {
-        let mut sif = SifWriter::new(sif_options.clone());
-        let small = [
-            (sif_objects::DEFFILE, &objects.deffile),
-            (sif_objects::INSPECT_METADATA, &objects.inspect),
-            (sif_objects::OCI_CONFIG, &objects.oci_config),
-        ];
-        for (object, data) in small {
-            if !data.is_empty() {
-                sif.add_object(Object::bytes(object.data_type, object.name, data.clone()));
-            }
-        }
-        sif.add_object(Object::partition(
-            FsType::Squashfs,
-            PartType::PrimSys,
-            arch,
-            ObjectSource::InPlace { len },
-        ));
-        sif
-    };
+    let plan = |len: u64| sif_layout(&sif_options, objects, arch, len);
     let (_, descriptors) = plan(0).plan()?;
     let partition_offset = descriptors.last().map(|d| d.offset).unwrap_or_default();
 
@@ -110,6 +91,34 @@ pub fn write(
 }
 
 /// SIF writer settings for a build: deterministic with `SOURCE_DATE_EPOCH`.
+/// The SIF's objects in their order: the small metadata objects that are not empty, then the
+/// root filesystem partition of `len` bytes, written in place after them.
+pub fn sif_layout(
+    sif_options: &sif::WriterOptions,
+    objects: &SmallObjects,
+    arch: Arch,
+    len: u64,
+) -> SifWriter {
+    let mut sif = SifWriter::new(sif_options.clone());
+    let small = [
+        (sif_objects::DEFFILE, &objects.deffile),
+        (sif_objects::INSPECT_METADATA, &objects.inspect),
+        (sif_objects::OCI_CONFIG, &objects.oci_config),
+    ];
+    for (object, data) in small {
+        if !data.is_empty() {
+            sif.add_object(Object::bytes(object.data_type, object.name, data.clone()));
+        }
+    }
+    sif.add_object(Object::partition(
+        FsType::Squashfs,
+        PartType::PrimSys,
+        arch,
+        ObjectSource::InPlace { len },
+    ));
+    sif
+}
+
 pub fn sif_options(options: &ConvertOptions) -> sif::WriterOptions {
     sif::WriterOptions {
         deterministic: options.source_date_epoch.is_some(),
